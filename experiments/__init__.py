@@ -1,0 +1,1 @@
+"""Config-driven experiment runner: ``python -m experiments configs/NAME.yaml [key=value ...] [--out DIR]``."""

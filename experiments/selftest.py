@@ -1,0 +1,47 @@
+"""A tiny experiment that exercises the runner itself (typing, sweeps, plots, failure)."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import numpy as np
+
+from .config import output_file
+
+
+@dataclasses.dataclass(frozen=True)
+class Inner:
+    scale: float = 1.0
+    label: str = "x"
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    n: int = 10
+    mode: Literal["sum", "mean"] = "sum"
+    inner: Inner = dataclasses.field(default_factory=Inner)
+    values: list[float] = dataclasses.field(default_factory=lambda: [1.0, 2.0])
+    fail: bool = False
+    plot: bool = False
+    plot_name: str = output_file("plot.png")
+
+
+def run(params: Params, ctx) -> dict:
+    x = np.arange(params.n, dtype=float) * params.inner.scale
+    total = float(x.sum() if params.mode == "sum" else x.mean())
+    for _ in ctx.progress(range(params.n), desc="selftest"):
+        pass
+    ctx.log.info("selftest %s = %g", params.mode, total)
+    if params.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(3, 2))
+        ax.plot(x)
+        ctx.save_figure(fig, params.plot_name)
+    if params.fail:
+        # Simulates a crash after some outputs exist but before metrics are written.
+        raise RuntimeError("selftest asked to fail")
+    return {"total": total, "n": params.n, "label": params.inner.label, "values": params.values}

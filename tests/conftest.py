@@ -1,0 +1,29 @@
+"""Test configuration: float64 on, a persistent compilation cache, shared fixtures."""
+import json
+import os
+from pathlib import Path
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+# Compilation dominates a cold test run; a persistent cache makes reruns fast.
+if os.environ.get("TOOLKIT_JAX_CACHE", "1") != "0":
+    jax.config.update(
+        "jax_compilation_cache_dir",
+        os.environ.get("TOOLKIT_JAX_CACHE_DIR") or str(Path.home() / ".cache" / "toolkit-jax"),
+    )
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.3)
+
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _reference_path() -> Path:
+    shared = ROOT.parent / "shared" / "reference_cases.json"
+    return shared if shared.is_file() else ROOT / "tests" / "data" / "reference_cases.json"
+
+
+@pytest.fixture(scope="session")
+def reference_cases() -> dict:
+    return json.loads(_reference_path().read_text())

@@ -12,7 +12,7 @@ if os.environ.get("TOOLKIT_JAX_CACHE", "1") != "0":
         "jax_compilation_cache_dir",
         os.environ.get("TOOLKIT_JAX_CACHE_DIR") or str(Path.home() / ".cache" / "toolkit-jax"),
     )
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.3)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 import pytest  # noqa: E402
 

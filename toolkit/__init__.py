@@ -1,0 +1,9 @@
+"""toolkit: pure, jit-compiled numerical building blocks in JAX.
+
+Modules: :mod:`toolkit.autodiff`, :mod:`toolkit.gmm`, :mod:`toolkit.conic`, :mod:`toolkit.so3`
+(and :mod:`toolkit.estimators` for the scikit-learn compatible GaussianMixture).
+"""
+from . import so3
+
+__all__ = ["so3"]
+__version__ = "0.1.0"

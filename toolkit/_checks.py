@@ -1,0 +1,68 @@
+"""Input validation shared by all modules.
+
+Shape and dtype problems are found at trace time from static shapes and raise
+ValueError / TypeError naming the function, the argument, what was expected and
+what arrived. Value checks (NaN/inf) only run on concrete arrays; under ``jit`` the
+numerical code reports such problems in its results instead.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["as_float_array", "check_trailing", "is_concrete", "check_finite", "check_choice", "result_dtype"]
+
+
+def result_dtype(*dtypes) -> jnp.dtype:
+    """The floating dtype computations run in: float inputs keep theirs, ints promote."""
+    dt = jnp.result_type(*dtypes)
+    if jnp.issubdtype(dt, jnp.complexfloating):
+        raise TypeError("complex inputs are not supported")
+    if not jnp.issubdtype(dt, jnp.floating):
+        dt = jnp.result_type(float)
+    return dt
+
+
+def as_float_array(x: Any, name: str, where: str, dtype=None) -> jax.Array:
+    """Convert ``x`` to a floating JAX array (ints promote to the default float dtype)."""
+    try:
+        arr = jnp.asarray(x)
+    except TypeError as exc:
+        raise TypeError(f"{where}: argument {name!r} must be an array of numbers, got {type(x).__name__}") from exc
+    if jnp.issubdtype(arr.dtype, jnp.complexfloating):
+        raise TypeError(f"{where}: argument {name!r} must be real, got dtype {arr.dtype}")
+    if not (jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)
+            or arr.dtype == jnp.bool_):
+        raise TypeError(f"{where}: argument {name!r} must be numeric, got dtype {arr.dtype}")
+    target = dtype if dtype is not None else result_dtype(arr.dtype)
+    return arr.astype(target) if arr.dtype != target else arr
+
+
+def check_trailing(arr: jax.Array, tail: Sequence[int | None], name: str, where: str) -> None:
+    """Require ``arr.shape`` to end with ``tail`` (None matches any size)."""
+    tail = tuple(tail)
+    want = "(..., " + ", ".join("N" if t is None else str(t) for t in tail) + ")"
+    if arr.ndim < len(tail) or any(t is not None and s != t for s, t in zip(arr.shape[arr.ndim - len(tail):], tail)):
+        raise ValueError(f"{where}: argument {name!r} must have shape {want}, got {tuple(arr.shape)}")
+
+
+def is_concrete(x: Any) -> bool:
+    """True when ``x`` holds actual values (not a tracer inside jit/vmap/grad)."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def check_finite(arr: Any, name: str, where: str) -> None:
+    """Raise ValueError for NaN/inf, only when the values are concrete."""
+    if is_concrete(arr):
+        a = np.asarray(arr)
+        if a.size and not np.all(np.isfinite(a)):
+            bad = np.argwhere(~np.isfinite(a))[0]
+            raise ValueError(f"{where}: argument {name!r} contains NaN or inf (first at index {tuple(int(i) for i in bad)})")
+
+
+def check_choice(value: Any, choices: Sequence[str], name: str, where: str) -> None:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{where}: {name}={value!r} is not one of {', '.join(repr(c) for c in choices)}")

@@ -14,6 +14,8 @@ __all__ = ["EXPERIMENTS", "load_experiment"]
 EXPERIMENTS: dict[str, str] = {
     "quickstart": "quickstart",
     "selftest": "selftest",
+    "bench_so3": "bench_so3",
+    "bench_autodiff": "bench_autodiff",
 }
 
 

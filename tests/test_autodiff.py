@@ -247,7 +247,7 @@ def banded(x):
 
 
 def banded_pattern(n):
-    return sp.diags_array([1, 1, 1], offsets=[-1, 0, 1], shape=(n, n), format="csr") != 0
+    return sp.diags_array([1.0, 1.0, 1.0], offsets=[-1, 0, 1], shape=(n, n), format="csr") != 0
 
 
 def test_sparse_jacobian_banded_equals_dense_with_three_colours():

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from experiments import _io
@@ -203,3 +204,23 @@ def test_make_run_and_make_test_from_nothing(tmp_path):
     assert (tmp_path / ".venv" / "bin" / "python").exists()
     (d,) = list((tmp_path / "runs" / "quickstart").iterdir())
     assert (d / "status").read_text().strip() == "ok"
+
+
+def test_quickstart_config_runs_and_reports_every_module(workdir):
+    """The config `make run` runs must always pass."""
+    assert main([str(ROOT / "configs" / "quickstart.yaml"), "--quiet"]) == 0
+    (d,) = run_dirs(workdir, "quickstart")
+    metrics = json.loads((d / "metrics.json").read_text())
+    assert metrics["so3"]["angle_error_rad"] < 5e-3 and metrics["so3"]["converged"]
+    assert metrics["autodiff"]["gradcheck_ok"]
+    np.testing.assert_allclose(metrics["autodiff"]["vjp"], [20, 20, 20, 20])
+    assert (d / "quickstart.png").is_file()
+
+
+@pytest.mark.parametrize("cfg", sorted((ROOT / "configs" / "bench").glob("*.yaml")), ids=lambda p: p.stem)
+def test_bench_configs_are_valid(cfg):
+    """Every benchmark config type-checks (running them is `make bench`, not a test)."""
+    from experiments.runner import prepare
+
+    plan = prepare(str(cfg), [], "runs")
+    assert plan.points

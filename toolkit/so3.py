@@ -177,26 +177,27 @@ def _quat_from_matrix(R):
     tr = r00 + r11 + r22
     d21, d02, d10 = R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0], R[..., 1, 0] - R[..., 0, 1]
     s01, s02, s12 = R[..., 0, 1] + R[..., 1, 0], R[..., 0, 2] + R[..., 2, 0], R[..., 1, 2] + R[..., 2, 1]
-    # 4 q_i^2 for each component; the largest is >= 1/4 * 4 = 1 for a rotation.
-    diag = jnp.stack([1 + tr, 1 + r00 - r11 - r22, 1 - r00 + r11 - r22, 1 - r00 - r11 + r22], -1)
-    k = jnp.argmax(diag, axis=-1)
-    onehot = jax.nn.one_hot(k, 4, dtype=R.dtype)
-    big = jnp.sum(diag * onehot, -1)
+    # 4 q_k^2 for each component k; the largest is >= 1 for a rotation.
+    b0, b1, b2, b3 = 1 + tr, 1 + r00 - r11 - r22, 1 - r00 + r11 - r22, 1 - r00 - r11 + r22
+    k0 = (b0 >= b1) & (b0 >= b2) & (b0 >= b3)
+    k1 = ~k0 & (b1 >= b2) & (b1 >= b3)
+    k2 = ~k0 & ~k1 & (b2 >= b3)
+    big = jnp.where(k0, b0, jnp.where(k1, b1, jnp.where(k2, b2, b3)))
     # Safe where: only the chosen branch's square root is used; its argument is >= 1.
     root = jnp.sqrt(jnp.where(big > 0, big, 1.0))
     inv = 0.5 / root  # = 1 / (4 q_k)
     half = 0.5 * root
-    cand = jnp.stack(
-        [
-            jnp.stack([half, d21 * inv, d02 * inv, d10 * inv], -1),
-            jnp.stack([d21 * inv, half, s01 * inv, s02 * inv], -1),
-            jnp.stack([d02 * inv, s01 * inv, half, s12 * inv], -1),
-            jnp.stack([d10 * inv, s02 * inv, s12 * inv, half], -1),
-        ],
-        -2,
-    )
-    q = jnp.sum(cand * onehot[..., :, None], -2)
-    q = q / jnp.linalg.norm(q, axis=-1, keepdims=True)
+
+    def pick(c0, c1, c2, c3):
+        return jnp.where(k0, c0, jnp.where(k1, c1, jnp.where(k2, c2, c3)))
+
+    # Row k of Shepperd's table: q_k = root/2, the others from off-diagonal sums/differences.
+    w = pick(half, d21 * inv, d02 * inv, d10 * inv)
+    x = pick(d21 * inv, half, s01 * inv, s02 * inv)
+    y = pick(d02 * inv, s01 * inv, half, s12 * inv)
+    z = pick(d10 * inv, s02 * inv, s12 * inv, half)
+    q = jnp.stack([w, x, y, z], -1)
+    q = q * lax.rsqrt(jnp.sum(q * q, -1, keepdims=True))
     return jnp.where(q[..., :1] < 0, -q, q)
 
 
@@ -507,8 +508,9 @@ class FitInfo(NamedTuple):
       history: ``(max_iter + 1,)`` cost before each iteration; entries after ``n_iter``
         repeat the final cost.
       n_iter: iterations taken.
-      converged: True when the relative cost decrease fell below ``tol`` or no step
-        could decrease the cost any more (a minimum to machine precision).
+      converged: True when the relative cost decrease of an accepted step fell below
+        ``tol``, the accepted step was below ``sqrt(eps) (1 + |v|)``, or no step could
+        decrease the cost any more (a minimum to machine precision).
     """
 
     cost: jax.Array
@@ -560,12 +562,16 @@ def _fit_single(P, Q, w, v0, loss, scale, max_iter, tol):
         accept = jnp.isfinite(new_cost) & (new_cost < cost)
         rel = (cost - new_cost) / jnp.maximum(cost, jnp.finfo(dt).tiny)
         small = accept & (rel <= tol)
+        # A step below sqrt(eps) changes v by less than the noise-free optimum can be
+        # resolved from the cost (which is quadratic in the error): stop there, rather
+        # than idling through rejected steps (vmap runs all problems as long as the slowest).
+        tiny_step = accept & (_safe_norm(d) <= jnp.sqrt(jnp.finfo(dt).eps) * (1.0 + _safe_norm(v)))
         stuck = lam > 1e12
         v = jnp.where(accept, v_new, v)
         cost = jnp.where(accept, new_cost, cost)
         lam = jnp.where(accept, jnp.maximum(lam * 0.1, 1e-12), lam * 10.0)
         hist = hist.at[it + 1].set(cost)
-        conv = small | stuck | (cost == 0)
+        conv = small | tiny_step | stuck | (cost == 0)
         return v, lam, cost, it + 1, conv, conv, hist
 
     def cond(state):

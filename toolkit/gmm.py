@@ -1,0 +1,571 @@
+"""Gaussian-mixture EM as pure functions over a :class:`GMM` pytree.
+
+Covariance shapes follow scikit-learn:
+
+==============  ===================  ==========================
+covariance_type  covariances          precisions_cholesky
+==============  ===================  ==========================
+"full"          ``(k, d, d)``        ``(k, d, d)``
+"tied"          ``(d, d)``           ``(d, d)``
+"diag"          ``(k, d)``           ``(k, d)``
+"spherical"     ``(k,)``             ``(k,)``
+==============  ===================  ==========================
+
+Everything runs in Cholesky-of-precision form (triangular solves, log-sum-exp), never
+with explicit inverses or determinants. ``reg_covar`` is added to every variance, and
+``shrinkage`` pulls each covariance toward a scaled identity; if a covariance is still
+numerically singular (``reg_covar=0`` on rank-deficient data) a jitter of 1e-6 times
+its mean variance is added before factorising, so EM never produces NaN.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.scipy.linalg import solve_triangular
+from jax.scipy.special import logsumexp
+
+from ._checks import as_float_array, check_choice
+
+__all__ = [
+    "GMM",
+    "FitInfo",
+    "fit",
+    "e_step",
+    "m_step",
+    "log_prob",
+    "score",
+    "predict",
+    "predict_proba",
+    "sample",
+    "bic",
+    "aic",
+    "weighted_moments",
+    "n_parameters",
+]
+
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+INITS = ("kmeans++", "kmeans", "random", "random_from_data")
+
+
+@functools.partial(jax.tree_util.register_dataclass,
+                   data_fields=["weights", "means", "covariances", "precisions_cholesky"],
+                   meta_fields=["covariance_type"])
+@dataclasses.dataclass(frozen=True)
+class GMM:
+    """A Gaussian mixture (a pytree; ``covariance_type`` is static metadata).
+
+    Attributes:
+      weights: ``(k,)`` mixing weights summing to 1.
+      means: ``(k, d)``.
+      covariances: see the module table.
+      precisions_cholesky: ``L`` with ``precision = L L^T`` (module table).
+      covariance_type: "full" | "tied" | "diag" | "spherical".
+    """
+
+    weights: jax.Array
+    means: jax.Array
+    covariances: jax.Array
+    precisions_cholesky: jax.Array
+    covariance_type: str = "full"
+
+
+class FitInfo(NamedTuple):
+    """Details of :func:`fit`.
+
+    Attributes:
+      converged: the lower bound changed by less than ``tol`` (False also for NaN/inf data
+        under jit).
+      n_iter: EM iterations run.
+      lower_bound: mean per-sample log-likelihood at the last E-step (scikit-learn's
+        ``lower_bound_``), of the best restart.
+      history: ``(max_iter,)`` lower bound per iteration; after ``n_iter`` it repeats
+        the last value.
+      lower_bounds: ``(n_init,)`` final lower bound of every restart.
+    """
+
+    converged: jax.Array
+    n_iter: jax.Array
+    lower_bound: jax.Array
+    history: jax.Array
+    lower_bounds: jax.Array
+
+
+# ----------------------------------------------------------------------------- maths
+
+
+def weighted_moments(X, w):
+    """Weighted mean and population covariance.
+
+    Args:
+      X: ``(n, d)`` points.
+      w: ``(..., n)`` non-negative weights (a batch of weightings gives batched moments).
+    Returns:
+      ``(mean (..., d), cov (..., d, d))`` with ``cov = sum w (x - mean)(x - mean)^T / sum w``.
+
+    >>> W = jnp.array([[0.2, 0.1, 0.0], [0.1, 0.2, 0.4]])   # an image as weights on its grid
+    >>> ij = jnp.stack(jnp.meshgrid(jnp.arange(2.), jnp.arange(3.), indexing="ij"), -1).reshape(-1, 2)
+    >>> weighted_moments(ij, W.ravel())[0]
+    Array([0.7, 1.1], dtype=float32)
+    """
+    X = as_float_array(X, "X", "gmm.weighted_moments")
+    w = as_float_array(w, "w", "gmm.weighted_moments", dtype=X.dtype)
+    if X.ndim != 2 or w.shape[-1:] != X.shape[:1]:
+        raise ValueError(f"gmm.weighted_moments: X must be (n, d) and w (..., n); got X {tuple(X.shape)} "
+                         f"and w {tuple(w.shape)}")
+    return _weighted_moments(X, w)
+
+
+@jax.jit
+def _weighted_moments(X, w):
+    tot = jnp.sum(w, -1)
+    mean = (w @ X) / tot[..., None]
+    diff = X - mean[..., None, :]
+    cov = jnp.einsum("...n,...ni,...nj->...ij", w, diff, diff) / tot[..., None, None]
+    return mean, cov
+
+
+def _chol_precision(cov, covariance_type, floor=None):
+    """Cholesky factor of the precision: L = (chol(cov))^{-T}, via a triangular solve.
+
+    Safety net (documented in the module): a numerically singular covariance (possible
+    only with ``reg_covar=0``) gets a jitter of 1e-6 times the larger of its mean
+    variance and ``floor`` (the data's mean variance in EM; 1 if neither is positive).
+    """
+    eps = jnp.finfo(cov.dtype).eps
+    floor = jnp.zeros((), cov.dtype) if floor is None else floor
+    if covariance_type in ("diag", "spherical"):
+        scale = jnp.mean(cov, -1, keepdims=True) if covariance_type == "diag" else cov
+        big = jnp.maximum(scale, floor)
+        jitter = 1e-6 * jnp.where(big > 0, big, 1.0)
+        return lax.rsqrt(jnp.where(cov > eps * jnp.maximum(scale, 0.0), cov, cov + jitter))
+    d = cov.shape[-1]
+    eye = jnp.eye(d, dtype=cov.dtype)
+    scale = jnp.trace(cov, axis1=-2, axis2=-1)[..., None, None] / d
+    c = jnp.linalg.cholesky(cov)
+    diag = jnp.diagonal(c, axis1=-2, axis2=-1)[..., None, :]
+    bad = jnp.any(~jnp.isfinite(c), axis=(-2, -1), keepdims=True) | \
+        jnp.any(diag <= eps * jnp.sqrt(jnp.maximum(scale, 0.0)), axis=(-2, -1), keepdims=True)
+    big = jnp.maximum(scale, floor)
+    jitter = 1e-6 * jnp.where(big > 0, big, 1.0)
+    c = jnp.where(bad, jnp.linalg.cholesky(cov + jitter * eye), c)
+    return jnp.swapaxes(solve_triangular(c, jnp.broadcast_to(eye, c.shape), lower=True), -1, -2)
+
+
+def _log_det_chol(pc, covariance_type, d):
+    if covariance_type == "full":
+        return jnp.sum(jnp.log(jnp.diagonal(pc, axis1=-2, axis2=-1)), -1)
+    if covariance_type == "tied":
+        return jnp.sum(jnp.log(jnp.diagonal(pc)))
+    if covariance_type == "diag":
+        return jnp.sum(jnp.log(pc), -1)
+    return d * jnp.log(pc)
+
+
+def _log_gaussian(X, means, pc, covariance_type):
+    """log N(x_n | mu_k, Sigma_k) for all n, k: ``(n, k)``."""
+    n, d = X.shape
+    log_det = _log_det_chol(pc, covariance_type, d)
+    if covariance_type == "full":
+        y = jnp.einsum("nd,kde->nke", X, pc) - jnp.einsum("kd,kde->ke", means, pc)[None]
+        maha = jnp.sum(y * y, -1)
+    elif covariance_type == "tied":
+        y = (X @ pc)[:, None, :] - (means @ pc)[None]
+        maha = jnp.sum(y * y, -1)
+    elif covariance_type == "diag":
+        p = pc * pc
+        maha = (X * X) @ p.T - 2.0 * X @ (means * p).T + jnp.sum(means * means * p, -1)[None]
+    else:
+        p = pc * pc
+        maha = jnp.sum(X * X, -1)[:, None] * p[None] - 2.0 * (X @ means.T) * p[None] \
+            + (jnp.sum(means * means, -1) * p)[None]
+    return -0.5 * (d * jnp.log(2 * jnp.pi) + maha) + log_det  # log_det: (k,) or scalar (tied)
+
+
+def _shrink(S, nk, shrinkage, d):
+    """Shrink covariance(s) S (..., d, d) toward (tr S / d) I; nk: effective sample counts."""
+    mu = jnp.trace(S, axis1=-2, axis2=-1) / d
+    eye = jnp.eye(d, dtype=S.dtype)
+    if isinstance(shrinkage, str):
+        fro2 = jnp.sum(S * S, axis=(-2, -1))
+        if shrinkage == "oas":
+            # Chen et al. (2010), as sklearn.covariance.oas with n -> n_k.
+            alpha = fro2 / d ** 2
+            num = alpha + mu ** 2
+            den = (nk + 1.0) * (alpha - mu ** 2 / d)
+            a = jnp.where(den > 0, jnp.minimum(num / jnp.where(den > 0, den, 1.0), 1.0), 1.0)
+        else:
+            raise AssertionError  # ledoit_wolf needs the samples: handled in _m_step
+    else:
+        a = jnp.asarray(shrinkage, S.dtype)
+    a = jnp.broadcast_to(a, mu.shape)
+    return (1.0 - a)[..., None, None] * S + (a * mu)[..., None, None] * eye, a
+
+
+def _ledoit_wolf_alpha(S, r, diff2_norm4_sum, nk, d):
+    """Ledoit & Wolf (2004) shrinkage with weighted samples (sklearn's formula, n -> n_k).
+
+    diff2_norm4_sum = sum_n r_n |x_n - mu|^4 (the fourth-moment term).
+    """
+    mu = jnp.trace(S, axis1=-2, axis2=-1) / d
+    fro2 = jnp.sum(S * S, axis=(-2, -1))
+    beta = (diff2_norm4_sum / nk - fro2) / (d * nk)
+    delta = (fro2 - 2 * mu * jnp.trace(S, axis1=-2, axis2=-1) + d * mu ** 2) / d
+    beta = jnp.minimum(beta, delta)
+    return jnp.where(delta > 0, jnp.clip(beta / jnp.where(delta > 0, delta, 1.0), 0.0, 1.0), 0.0)
+
+
+def _m_step(X, resp, reg_covar, covariance_type, shrinkage):
+    """Parameters from responsibilities ``resp (n, k)`` (sample weights already folded in)."""
+    n, d = X.shape
+    dt = X.dtype
+    nk = jnp.sum(resp, 0) + 10 * jnp.finfo(dt).eps
+    means = (resp.T @ X) / nk[:, None]
+    eye = jnp.eye(d, dtype=dt)
+    if covariance_type in ("full", "tied"):
+        # Sum r x x^T - n_k mu mu^T: a third of the work of centred (n, k, d) products.
+        # fit() centres X first so the subtraction loses nothing in practice.
+        XX = jnp.einsum("nk,ni,nj->kij", resp, X, X)
+        S = XX / nk[:, None, None] - jnp.einsum("ki,kj->kij", means, means)
+        if covariance_type == "tied":
+            S = jnp.sum(nk[:, None, None] * S, 0) / jnp.sum(nk)
+        S = 0.5 * (S + jnp.swapaxes(S, -1, -2))
+        if shrinkage is not None:
+            if shrinkage == "ledoit_wolf":
+                x2 = jnp.sum(X * X, -1)
+                # |x - mu_k|^2 for all n, k, then the weighted fourth moment.
+                dist2 = jnp.maximum(x2[:, None] - 2 * X @ means.T + jnp.sum(means ** 2, -1)[None], 0.0)
+                if covariance_type == "full":
+                    m4 = jnp.sum(resp * dist2 ** 2, 0)
+                    a = _ledoit_wolf_alpha(S, resp, m4, nk, d)
+                else:
+                    m4 = jnp.sum(resp * dist2 ** 2)
+                    a = _ledoit_wolf_alpha(S, resp, m4, jnp.sum(nk), d)
+                mu = jnp.trace(S, axis1=-2, axis2=-1) / d
+                S = (1 - a)[..., None, None] * S + (a * mu)[..., None, None] * eye
+            else:
+                S, _ = _shrink(S, nk if covariance_type == "full" else jnp.sum(nk), shrinkage, d)
+        cov = S + reg_covar * eye
+    else:
+        x2 = (resp.T @ (X * X)) / nk[:, None]
+        var = jnp.maximum(x2 - means * means, 0.0)
+        if shrinkage is not None and not isinstance(shrinkage, str):
+            var = (1 - shrinkage) * var + shrinkage * jnp.mean(var, -1, keepdims=True)
+        cov = var + reg_covar
+        if covariance_type == "spherical":
+            cov = jnp.mean(cov, -1)
+    weights = nk / jnp.sum(nk)
+    floor = jnp.sum(resp.T @ (X * X)) / (d * jnp.sum(nk))  # mean second moment of the data
+    return GMM(weights, means, cov, _chol_precision(cov, covariance_type, floor), covariance_type)
+
+
+def _weighted_log_prob(gmm, X):
+    return _log_gaussian(X, gmm.means, gmm.precisions_cholesky, gmm.covariance_type) + jnp.log(gmm.weights)[None]
+
+
+def _e_step(gmm, X, sw):
+    wlp = _weighted_log_prob(gmm, X)
+    norm = logsumexp(wlp, axis=1)
+    log_resp = wlp - norm[:, None]
+    return jnp.sum(sw * norm) / jnp.sum(sw), log_resp
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _check_X(X, where, dtype=None):
+    X = as_float_array(X, "X", where, dtype=dtype)
+    if X.ndim != 2:
+        raise ValueError(f"{where}: X must be 2-D (n_samples, n_features), got shape {tuple(X.shape)}")
+    return X
+
+
+def _check_gmm_X(gmm, X, where):
+    X = _check_X(X, where, dtype=jnp.result_type(gmm.means.dtype, jnp.result_type(X)))
+    if X.shape[1] != gmm.means.shape[-1]:
+        raise ValueError(f"{where}: X has {X.shape[1]} features but the mixture has {gmm.means.shape[-1]}")
+    return X
+
+
+def from_covariances(weights, means, covariances, covariance_type: str = "full") -> GMM:
+    """Build a :class:`GMM` from weights, means and covariances (computes precisions_cholesky)."""
+    check_choice(covariance_type, COVARIANCE_TYPES, "covariance_type", "gmm.from_covariances")
+    means = as_float_array(means, "means", "gmm.from_covariances")
+    cov = as_float_array(covariances, "covariances", "gmm.from_covariances", dtype=means.dtype)
+    w = as_float_array(weights, "weights", "gmm.from_covariances", dtype=means.dtype)
+    return GMM(w, means, cov, _chol_precision(cov, covariance_type), covariance_type)
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def e_step(gmm: GMM, X, sample_weight=None):
+    """E-step: ``(mean log-likelihood, log_resp (n, k))``."""
+    X = _check_gmm_X(gmm, X, "gmm.e_step")
+    sw = jnp.ones(X.shape[0], X.dtype) if sample_weight is None else jnp.asarray(sample_weight, X.dtype)
+    return jax.jit(_e_step)(gmm, X, sw)
+
+
+def m_step(X, log_resp, *, covariance_type: str = "full", reg_covar: float = 1e-6, shrinkage=None,
+           sample_weight=None) -> GMM:
+    """M-step: the mixture maximising the expected log-likelihood under ``exp(log_resp) (n, k)``."""
+    X = _check_X(X, "gmm.m_step")
+    check_choice(covariance_type, COVARIANCE_TYPES, "covariance_type", "gmm.m_step")
+    shrinkage = _check_shrinkage(shrinkage, covariance_type, "gmm.m_step")
+    resp = jnp.exp(jnp.asarray(log_resp, X.dtype))
+    if sample_weight is not None:
+        resp = resp * jnp.asarray(sample_weight, X.dtype)[:, None]
+    return jax.jit(_m_step, static_argnums=(3, 4))(X, resp, reg_covar, covariance_type, shrinkage)
+
+
+def log_prob(gmm: GMM, X):
+    """Log density of the mixture at each point: ``(n,)``."""
+    X = _check_gmm_X(gmm, X, "gmm.log_prob")
+    return jax.jit(lambda g, X: logsumexp(_weighted_log_prob(g, X), axis=1))(gmm, X)
+
+
+def score(gmm: GMM, X):
+    """Mean log-likelihood per sample (scikit-learn's ``score``)."""
+    return jnp.mean(log_prob(gmm, X))
+
+
+def predict_proba(gmm: GMM, X):
+    """Posterior component probabilities ``(n, k)``."""
+    X = _check_gmm_X(gmm, X, "gmm.predict_proba")
+    return jax.jit(lambda g, X: jax.nn.softmax(_weighted_log_prob(g, X), axis=1))(gmm, X)
+
+
+def predict(gmm: GMM, X):
+    """Most probable component per point ``(n,)``."""
+    X = _check_gmm_X(gmm, X, "gmm.predict")
+    return jax.jit(lambda g, X: jnp.argmax(_weighted_log_prob(g, X), axis=1))(gmm, X)
+
+
+def _full_cov(gmm):
+    k, d = gmm.means.shape
+    t = gmm.covariance_type
+    if t == "full":
+        return gmm.covariances
+    if t == "tied":
+        return jnp.broadcast_to(gmm.covariances, (k, d, d))
+    if t == "diag":
+        return jax.vmap(jnp.diag)(gmm.covariances)
+    return gmm.covariances[:, None, None] * jnp.eye(d, dtype=gmm.means.dtype)
+
+
+def sample(key, gmm: GMM, n: int):
+    """Draw ``n`` points: ``(X (n, d), labels (n,))``."""
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"gmm.sample: n must be a positive int, got {n!r}")
+    k1, k2 = jax.random.split(key)
+    labels = jax.random.categorical(k1, jnp.log(gmm.weights), shape=(int(n),))
+    chol = jnp.linalg.cholesky(_full_cov(gmm))
+    z = jax.random.normal(k2, (int(n), gmm.means.shape[1]), gmm.means.dtype)
+    X = gmm.means[labels] + jnp.einsum("nij,nj->ni", chol[labels], z)
+    return X, labels
+
+
+def n_parameters(gmm: GMM) -> int:
+    """Free parameters (as scikit-learn's ``_n_parameters``)."""
+    k, d = gmm.means.shape
+    cov = {"full": k * d * (d + 1) / 2, "tied": d * (d + 1) / 2, "diag": k * d, "spherical": k}[gmm.covariance_type]
+    return int(cov + k * d + k - 1)
+
+
+def bic(gmm: GMM, X):
+    """Bayesian information criterion (lower is better)."""
+    X = _check_gmm_X(gmm, X, "gmm.bic")
+    return -2 * score(gmm, X) * X.shape[0] + n_parameters(gmm) * np.log(X.shape[0])
+
+
+def aic(gmm: GMM, X):
+    """Akaike information criterion (lower is better)."""
+    X = _check_gmm_X(gmm, X, "gmm.aic")
+    return -2 * score(gmm, X) * X.shape[0] + 2 * n_parameters(gmm)
+
+
+# ----------------------------------------------------------------------------- initialisation
+
+
+def _kmeans_pp(key, X, sw, k):
+    """k-means++ seeding (Arthur & Vassilvitskii 2007), weighted, one candidate per step."""
+    n = X.shape[0]
+    k0, key = jax.random.split(key)
+    first = jax.random.categorical(k0, jnp.log(sw))
+    centers = jnp.zeros((k, X.shape[1]), X.dtype).at[0].set(X[first])
+    d2 = jnp.sum((X - X[first]) ** 2, -1)
+
+    def body(i, s):
+        centers, d2, key = s
+        key, sub = jax.random.split(key)
+        p = sw * d2
+        logits = jnp.where(jnp.sum(p) > 0, jnp.log(jnp.maximum(p, 0.0)), jnp.log(sw))
+        idx = jax.random.categorical(sub, logits)
+        centers = centers.at[i].set(X[idx])
+        d2 = jnp.minimum(d2, jnp.sum((X - X[idx]) ** 2, -1))
+        return centers, d2, key
+
+    centers, _, _ = lax.fori_loop(1, k, body, (centers, d2, key))
+    del n
+    return centers
+
+
+def _lloyd(X, sw, centers, n_iter):
+    def labels_of(c):
+        d2 = jnp.sum(X * X, -1)[:, None] - 2 * X @ c.T + jnp.sum(c * c, -1)[None]
+        return jnp.argmin(d2, axis=1)
+
+    def body(_, c):
+        onehot = jax.nn.one_hot(labels_of(c), c.shape[0], dtype=X.dtype) * sw[:, None]
+        cnt = jnp.sum(onehot, 0)
+        new = (onehot.T @ X) / jnp.where(cnt > 0, cnt, 1.0)[:, None]
+        return jnp.where((cnt > 0)[:, None], new, c)  # an empty cluster keeps its centre
+
+    c = lax.fori_loop(0, n_iter, body, centers)
+    return jax.nn.one_hot(labels_of(c), c.shape[0], dtype=X.dtype)
+
+
+def _init_resp(key, X, sw, k, init):
+    n = X.shape[0]
+    if init == "random":
+        r = jax.random.uniform(key, (n, k), X.dtype)
+        return r / jnp.sum(r, 1, keepdims=True)
+    if init == "random_from_data":
+        idx = jax.random.choice(key, n, (k,), replace=False)
+        return jnp.zeros((n, k), X.dtype).at[idx, jnp.arange(k)].set(1.0)
+    centers = _kmeans_pp(key, X, sw, k)
+    return _lloyd(X, sw, centers, 5 if init == "kmeans++" else 100)
+
+
+# ----------------------------------------------------------------------------- fit
+
+
+def _check_shrinkage(shrinkage, covariance_type, where):
+    if shrinkage is None:
+        return None
+    if isinstance(shrinkage, str):
+        check_choice(shrinkage, ("ledoit_wolf", "oas"), "shrinkage", where)
+        if covariance_type not in ("full", "tied"):
+            raise ValueError(f"{where}: shrinkage={shrinkage!r} needs covariance_type 'full' or 'tied', "
+                             f"got {covariance_type!r} (use a float shrinkage for 'diag')")
+        return shrinkage
+    if isinstance(shrinkage, bool) or not isinstance(shrinkage, (int, float)) or not 0 <= shrinkage <= 1:
+        raise ValueError(f"{where}: shrinkage must be None, 'ledoit_wolf', 'oas' or a float in [0, 1], "
+                         f"got {shrinkage!r}")
+    return float(shrinkage)
+
+
+def _em(gmm0, X, sw, reg_covar, tol, covariance_type, shrinkage, max_iter):
+    """EM from gmm0 in one while_loop; the lower bound is taken at each E-step (as sklearn)."""
+    dt = X.dtype
+
+    def cond(s):
+        _, it, lb, prev, _, _ = s
+        return (it < max_iter) & ~(jnp.abs(lb - prev) < tol)
+
+    def body(s):
+        g, it, lb, _, hist, _ = s
+        new_lb, log_resp = _e_step(g, X, sw)
+        g = _m_step(X, jnp.exp(log_resp) * sw[:, None], reg_covar, covariance_type, shrinkage)
+        return g, it + 1, new_lb, lb, hist.at[it].set(new_lb), jnp.abs(new_lb - lb) < tol
+
+    s0 = (gmm0, jnp.asarray(0), jnp.asarray(-jnp.inf, dt), jnp.asarray(jnp.inf, dt),
+          jnp.full((max_iter,), jnp.nan, dt), jnp.asarray(False))
+    g, it, lb, _, hist, conv = lax.while_loop(cond, body, s0)
+    hist = jnp.where(jnp.arange(max_iter) >= it, lb, hist)
+    return g, it, lb, hist, conv
+
+
+@functools.partial(jax.jit, static_argnums=(6, 7, 8, 9, 10))
+def _fit(keys, X, sw, gmm_init, reg_covar, tol, k, covariance_type, shrinkage, init, max_iter):
+    center = jnp.sum(sw[:, None] * X, 0) / jnp.sum(sw)
+    Xc = X - center  # centring keeps the uncentred second-moment formulas accurate
+
+    def one(key):
+        if gmm_init is not None:
+            g0 = dataclasses.replace(gmm_init, means=gmm_init.means - center)
+        else:
+            resp = _init_resp(key, Xc, sw, k, init)
+            g0 = _m_step(Xc, resp * sw[:, None], reg_covar, covariance_type, shrinkage)
+        return _em(g0, Xc, sw, reg_covar, tol, covariance_type, shrinkage, max_iter)
+
+    gs, its, lbs, hists, convs = jax.vmap(one)(keys)
+    finite = jnp.isfinite(lbs)
+    best = jnp.argmax(jnp.where(finite, lbs, -jnp.inf))
+    g = jax.tree_util.tree_map(lambda a: a[best], gs)
+    g = dataclasses.replace(g, means=g.means + center)
+    data_ok = jnp.all(jnp.isfinite(X))
+    info = FitInfo(converged=convs[best] & data_ok & finite[best], n_iter=its[best], lower_bound=lbs[best],
+                   history=hists[best], lower_bounds=lbs)
+    return g, info
+
+
+def fit(key, X, n_components: int, *, covariance_type: str = "full", reg_covar: float = 1e-6, shrinkage=None,
+        init: Any = "kmeans++", n_init: int = 1, max_iter: int = 100, tol: float = 1e-3, sample_weight=None):
+    """Fit a Gaussian mixture by EM (one jitted ``lax.while_loop``; restarts vmapped).
+
+    Args:
+      key: ``jax.random`` key (initialisation).
+      X: ``(n, d)`` data.
+      n_components: k.
+      covariance_type: "full" | "tied" | "diag" | "spherical".
+      reg_covar: added to the diagonal of every covariance (>= 0).
+      shrinkage: None, a float in [0, 1], "ledoit_wolf" or "oas": shrink each covariance
+        toward ``(tr S / d) I`` (estimated per component from its weighted scatter).
+      init: "kmeans++" (seeding + 5 Lloyd steps), "kmeans" (100 Lloyd steps),
+        "random", "random_from_data", or a :class:`GMM` to warm-start from.
+      n_init: restarts (vectorised); the best final lower bound wins.
+      max_iter: EM iterations at most. tol: stop when the lower bound changes by < tol.
+      sample_weight: ``(n,)`` non-negative weights.
+    Returns:
+      ``(GMM, FitInfo)``.
+    Raises:
+      ValueError: X not 2-D, fewer samples than components, NaN/inf in concrete X, bad
+        options. Under jit, NaN/inf data gives ``info.converged == False`` instead.
+
+    >>> X = jax.random.normal(jax.random.key(0), (500, 2))
+    >>> g, info = fit(jax.random.key(1), X, 2)
+    >>> g.means.shape, bool(info.converged)
+    ((2, 2), True)
+    """
+    where = "gmm.fit"
+    X = _check_X(X, where)
+    n, d = X.shape
+    if not isinstance(n_components, (int, np.integer)) or n_components < 1:
+        raise ValueError(f"{where}: n_components must be a positive int, got {n_components!r}")
+    if n < n_components:
+        raise ValueError(f"{where}: n_samples={n} should be >= n_components={n_components}")
+    check_choice(covariance_type, COVARIANCE_TYPES, "covariance_type", where)
+    shrinkage = _check_shrinkage(shrinkage, covariance_type, where)
+    if not isinstance(reg_covar, (int, float)) or reg_covar < 0:
+        raise ValueError(f"{where}: reg_covar must be a float >= 0, got {reg_covar!r}")
+    if not isinstance(n_init, (int, np.integer)) or n_init < 1:
+        raise ValueError(f"{where}: n_init must be a positive int, got {n_init!r}")
+    if not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+        raise ValueError(f"{where}: max_iter must be a positive int, got {max_iter!r}")
+    gmm_init = None
+    if isinstance(init, GMM):
+        if init.covariance_type != covariance_type or init.means.shape != (n_components, d):
+            raise ValueError(f"{where}: init GMM has covariance_type {init.covariance_type!r} and means "
+                             f"{tuple(init.means.shape)}; expected {covariance_type!r} and {(n_components, d)}")
+        gmm_init = jax.tree_util.tree_map(lambda a: jnp.asarray(a, X.dtype), init)
+    else:
+        check_choice(init, INITS, "init", where)
+    if not isinstance(X, jax.core.Tracer):
+        a = np.asarray(X)
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"{where}: X contains NaN or inf (first at row {int(np.argwhere(~np.isfinite(a))[0, 0])})")
+    if sample_weight is None:
+        sw = jnp.ones(n, X.dtype)
+    else:
+        sw = as_float_array(sample_weight, "sample_weight", where, dtype=X.dtype)
+        if sw.shape != (n,):
+            raise ValueError(f"{where}: sample_weight must have shape ({n},), got {tuple(sw.shape)}")
+    keys = jax.random.split(key, int(n_init))
+    return _fit(keys, X, sw, gmm_init, jnp.asarray(reg_covar, X.dtype), jnp.asarray(tol, X.dtype), int(n_components),
+                covariance_type, shrinkage, init if gmm_init is None else "warm", int(max_iter))

@@ -19,9 +19,18 @@ class So3Part:
 
 
 @dataclasses.dataclass(frozen=True)
+class GmmPart:
+    seed: int = 0
+    n_points: int = 500
+    n_components: int = 4
+    reg_covar: float = 1e-6
+
+
+@dataclasses.dataclass(frozen=True)
 class Params:
-    modules: list[str] = dataclasses.field(default_factory=lambda: ["autodiff", "so3"])
+    modules: list[str] = dataclasses.field(default_factory=lambda: ["autodiff", "gmm", "so3"])
     so3: So3Part = dataclasses.field(default_factory=So3Part)
+    gmm: GmmPart = dataclasses.field(default_factory=GmmPart)
     plot: bool = True
     plot_name: str = output_file("quickstart.png")
 
@@ -60,6 +69,35 @@ def _so3(p: So3Part, ctx) -> tuple[dict, dict]:
     return {"v": v, "angle_error_rad": err, "n_iter": info.n_iter, "converged": info.converged}, {"history": hist}
 
 
+def _gmm(p: GmmPart, ctx) -> tuple[dict, dict]:
+    from toolkit import gmm
+
+    # Rank-deficient data: a noise-free circle in the plane z = 0 of 3-D space, so every
+    # covariance is singular; reg_covar keeps EM finite.
+    t = np.linspace(0, 2 * np.pi, p.n_points, endpoint=False)
+    X = np.stack([np.cos(t), np.sin(t), np.zeros_like(t)], 1)
+    g, info = gmm.fit(jax.random.key(p.seed), X, p.n_components, reg_covar=p.reg_covar)
+    finite = bool(all(np.all(np.isfinite(np.asarray(leaf))) for leaf in jax.tree_util.tree_leaves(g)))
+    ctx.log.info("gmm: %d components on a circle in 3-D (singular covariances): converged=%s after %d iterations, "
+                 "lower bound %.3f, all parameters finite=%s", p.n_components, bool(info.converged),
+                 int(info.n_iter), float(info.lower_bound), finite)
+    return ({"converged": info.converged, "n_iter": info.n_iter, "lower_bound": info.lower_bound,
+             "finite": finite}, {"X": X, "gmm": g})
+
+
+def _plot_gmm(ax, X, g):
+    from toolkit import gmm
+
+    xs = np.linspace(-1.5, 1.5, 120)
+    gx, gy = np.meshgrid(xs, xs)
+    grid = np.stack([gx.ravel(), gy.ravel(), np.zeros(gx.size)], 1)
+    lp = np.asarray(gmm.log_prob(g, grid)).reshape(gx.shape)
+    ax.contour(gx, gy, np.maximum(lp, lp.max() - 30), levels=12, linewidths=0.7)
+    ax.scatter(X[:, 0], X[:, 1], s=3, c=np.asarray(gmm.predict(g, X)), cmap="tab10")
+    ax.plot(*np.asarray(g.means)[:, :2].T, "k+", ms=10)
+    ax.set(title="gmm.fit on a circle in 3-D (z = 0 plane)", aspect="equal")
+
+
 def run(p: Params, ctx) -> dict:
     metrics: dict = {}
     extras: dict = {}
@@ -68,6 +106,8 @@ def run(p: Params, ctx) -> dict:
             metrics["autodiff"] = _autodiff(ctx)
         elif name == "so3":
             metrics["so3"], extras["so3"] = _so3(p.so3, ctx)
+        elif name == "gmm":
+            metrics["gmm"], extras["gmm"] = _gmm(p.gmm, ctx)
         else:
             raise ValueError(f"quickstart: unknown module {name!r}")
     if p.plot and extras:
@@ -78,7 +118,9 @@ def run(p: Params, ctx) -> dict:
 
         fig, axes = plt.subplots(1, len(extras), figsize=(4.5 * len(extras), 3.5), squeeze=False)
         for ax, (name, ex) in zip(axes[0], extras.items()):
-            if name == "so3":
+            if name == "gmm":
+                _plot_gmm(ax, ex["X"], ex["gmm"])
+            elif name == "so3":
                 ax.semilogy(ex["history"], "o-")
                 ax.set(title="so3.fit: Levenberg-Marquardt cost", xlabel="iteration", ylabel="cost")
         ctx.save_figure(fig, p.plot_name)

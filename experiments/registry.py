@@ -16,6 +16,7 @@ EXPERIMENTS: dict[str, str] = {
     "selftest": "selftest",
     "bench_so3": "bench_so3",
     "bench_autodiff": "bench_autodiff",
+    "bench_gmm": "bench_gmm",
 }
 
 

@@ -213,6 +213,7 @@ def test_quickstart_config_runs_and_reports_every_module(workdir):
     metrics = json.loads((d / "metrics.json").read_text())
     assert metrics["so3"]["angle_error_rad"] < 5e-3 and metrics["so3"]["converged"]
     assert metrics["autodiff"]["gradcheck_ok"]
+    assert metrics["gmm"]["finite"] and metrics["gmm"]["converged"]
     np.testing.assert_allclose(metrics["autodiff"]["vjp"], [20, 20, 20, 20])
     assert (d / "quickstart.png").is_file()
 

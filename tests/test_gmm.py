@@ -65,26 +65,6 @@ def test_log_prob_against_scipy(blobs, ct):
     assert float(gmm.score(g, blobs)) == pytest.approx(np.mean(np.log(dens)), rel=1e-10)
 
 
-def test_reference_weighted_moments_of_a_map(reference_cases):
-    case = next(c for c in reference_cases["gmm"] if c["id"] == "weighted_moments_of_a_map")
-    W = np.array(case["W"])
-    ij = np.stack(np.meshgrid(np.arange(W.shape[0]), np.arange(W.shape[1]), indexing="ij"), -1).reshape(-1, 2)
-    mean, cov = gmm.weighted_moments(ij, W.ravel())
-    np.testing.assert_allclose(mean, case["mean"], atol=case["tol"])
-    np.testing.assert_allclose(cov, case["cov"], atol=case["tol"])
-
-
-def test_reference_rank_deficient_data_fits(reference_cases):
-    case = next(c for c in reference_cases["gmm"] if c["id"] == "rank_deficient_data_fits")
-    t = np.linspace(0, 2 * np.pi, 500, endpoint=False)
-    X = np.stack([np.cos(t), np.sin(t), np.zeros_like(t)], 1)  # on a circle in the plane z = 0
-    g, info = gmm.fit(jax.random.key(0), X, 4, covariance_type="full", reg_covar=1e-6)
-    for leaf in jax.tree_util.tree_leaves(g):
-        assert np.all(np.isfinite(leaf))
-    assert np.all(np.isfinite(gmm.log_prob(g, X)))
-    assert bool(info.converged), case["expect"]
-
-
 @pytest.mark.parametrize("ct", COV_TYPES)
 def test_degenerate_data_never_gives_nan(ct):
     X = np.repeat(np.array([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0], [4.0, 0.0, 1.0]]), 20, axis=0)  # duplicates

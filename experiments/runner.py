@@ -202,8 +202,7 @@ def execute(plan: Plan, *, quiet: bool = False) -> int:
     base = _new_run_dir(plan.base_dir)
     sweep = len(plan.points) > 1 or bool(plan.points[0][0])
     rows, failures = [], 0
-    it = plan.points
-    for i, (point, params) in enumerate(it):
+    for i, (point, params) in enumerate(plan.points):
         run_dir = base
         if sweep:
             run_dir = base / f"{i:03d}-{_slug(point)}"

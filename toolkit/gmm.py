@@ -187,35 +187,32 @@ def _log_gaussian(X, means, pc, covariance_type):
     return -0.5 * (d * jnp.log(2 * jnp.pi) + maha) + log_det  # log_det: (k,) or scalar (tied)
 
 
-def _shrink(S, nk, shrinkage, d):
-    """Shrink covariance(s) S (..., d, d) toward (tr S / d) I; nk: effective sample counts."""
+def _shrink_to_identity(S, a, d):
+    """(1 - a) S + a (tr S / d) I for covariance(s) S (..., d, d) and weight(s) a."""
     mu = jnp.trace(S, axis1=-2, axis2=-1) / d
-    eye = jnp.eye(d, dtype=S.dtype)
-    if isinstance(shrinkage, str):
-        fro2 = jnp.sum(S * S, axis=(-2, -1))
-        if shrinkage == "oas":
-            # Chen et al. (2010), as sklearn.covariance.oas with n -> n_k.
-            alpha = fro2 / d ** 2
-            num = alpha + mu ** 2
-            den = (nk + 1.0) * (alpha - mu ** 2 / d)
-            a = jnp.where(den > 0, jnp.minimum(num / jnp.where(den > 0, den, 1.0), 1.0), 1.0)
-        else:
-            raise AssertionError  # ledoit_wolf needs the samples: handled in _m_step
-    else:
-        a = jnp.asarray(shrinkage, S.dtype)
-    a = jnp.broadcast_to(a, mu.shape)
-    return (1.0 - a)[..., None, None] * S + (a * mu)[..., None, None] * eye, a
+    a = jnp.broadcast_to(jnp.asarray(a, S.dtype), mu.shape)
+    return (1.0 - a)[..., None, None] * S + (a * mu)[..., None, None] * jnp.eye(d, dtype=S.dtype)
 
 
-def _ledoit_wolf_alpha(S, r, diff2_norm4_sum, nk, d):
-    """Ledoit & Wolf (2004) shrinkage with weighted samples (sklearn's formula, n -> n_k).
+def _oas_alpha(S, n_eff, d):
+    """Chen et al. (2010) OAS shrinkage, as sklearn.covariance.oas with n -> n_eff."""
+    mu = jnp.trace(S, axis1=-2, axis2=-1) / d
+    alpha = jnp.sum(S * S, axis=(-2, -1)) / d ** 2
+    num = alpha + mu ** 2
+    den = (n_eff + 1.0) * (alpha - mu ** 2 / d)
+    return jnp.where(den > 0, jnp.minimum(num / jnp.where(den > 0, den, 1.0), 1.0), 1.0)
 
-    diff2_norm4_sum = sum_n r_n |x_n - mu|^4 (the fourth-moment term).
+
+def _ledoit_wolf_alpha(S, m4, n_eff, d):
+    """Ledoit & Wolf (2004) shrinkage with weighted samples (sklearn's formula, n -> n_eff).
+
+    m4 = sum_n r_n |x_n - mu|^4 (the fourth-moment term).
     """
-    mu = jnp.trace(S, axis1=-2, axis2=-1) / d
+    tr = jnp.trace(S, axis1=-2, axis2=-1)
+    mu = tr / d
     fro2 = jnp.sum(S * S, axis=(-2, -1))
-    beta = (diff2_norm4_sum / nk - fro2) / (d * nk)
-    delta = (fro2 - 2 * mu * jnp.trace(S, axis1=-2, axis2=-1) + d * mu ** 2) / d
+    beta = (m4 / n_eff - fro2) / (d * n_eff)
+    delta = (fro2 - 2 * mu * tr + d * mu ** 2) / d
     beta = jnp.minimum(beta, delta)
     return jnp.where(delta > 0, jnp.clip(beta / jnp.where(delta > 0, delta, 1.0), 0.0, 1.0), 0.0)
 
@@ -236,20 +233,18 @@ def _m_step(X, resp, reg_covar, covariance_type, shrinkage):
             S = jnp.sum(nk[:, None, None] * S, 0) / jnp.sum(nk)
         S = 0.5 * (S + jnp.swapaxes(S, -1, -2))
         if shrinkage is not None:
+            n_eff = nk if covariance_type == "full" else jnp.sum(nk)
             if shrinkage == "ledoit_wolf":
                 x2 = jnp.sum(X * X, -1)
                 # |x - mu_k|^2 for all n, k, then the weighted fourth moment.
                 dist2 = jnp.maximum(x2[:, None] - 2 * X @ means.T + jnp.sum(means ** 2, -1)[None], 0.0)
-                if covariance_type == "full":
-                    m4 = jnp.sum(resp * dist2 ** 2, 0)
-                    a = _ledoit_wolf_alpha(S, resp, m4, nk, d)
-                else:
-                    m4 = jnp.sum(resp * dist2 ** 2)
-                    a = _ledoit_wolf_alpha(S, resp, m4, jnp.sum(nk), d)
-                mu = jnp.trace(S, axis1=-2, axis2=-1) / d
-                S = (1 - a)[..., None, None] * S + (a * mu)[..., None, None] * eye
+                m4 = jnp.sum(resp * dist2 ** 2, 0)
+                a = _ledoit_wolf_alpha(S, m4 if covariance_type == "full" else jnp.sum(m4), n_eff, d)
+            elif shrinkage == "oas":
+                a = _oas_alpha(S, n_eff, d)
             else:
-                S, _ = _shrink(S, nk if covariance_type == "full" else jnp.sum(nk), shrinkage, d)
+                a = shrinkage
+            S = _shrink_to_identity(S, a, d)
         cov = S + reg_covar * eye
     else:
         x2 = (resp.T @ (X * X)) / nk[:, None]
@@ -394,7 +389,6 @@ def aic(gmm: GMM, X):
 
 def _kmeans_pp(key, X, sw, k):
     """k-means++ seeding (Arthur & Vassilvitskii 2007), weighted, one candidate per step."""
-    n = X.shape[0]
     k0, key = jax.random.split(key)
     first = jax.random.categorical(k0, jnp.log(sw))
     centers = jnp.zeros((k, X.shape[1]), X.dtype).at[0].set(X[first])
@@ -411,7 +405,6 @@ def _kmeans_pp(key, X, sw, k):
         return centers, d2, key
 
     centers, _, _ = lax.fori_loop(1, k, body, (centers, d2, key))
-    del n
     return centers
 
 

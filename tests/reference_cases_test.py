@@ -117,5 +117,14 @@ def test_reference_autodiff_cases(reference_cases):
     np.testing.assert_allclose(g, c["grad"])
 
 
-def test_reference_hyperbola_through_origin(reference_cases):
-    pytest.importorskip("toolkit.conic", reason="toolkit.conic is not built yet (issue 7)")
+@pytest.mark.parametrize("method", ["direct", "taubin", "hyper", "geometric"])
+def test_reference_hyperbola_through_origin(reference_cases, method):
+    from toolkit import conic
+
+    case = next(c for c in reference_cases["conic"] if c["id"] == "hyperbola_through_origin")
+    pts = np.stack([case["x"], case["y"]], axis=-1)
+    res = conic.fit(pts, kind="hyperbola", method=method)
+    want = np.asarray(case["coeffs"], float)
+    cos = abs(float(np.dot(np.asarray(res.coeffs), want))) / np.linalg.norm(want)
+    assert bool(res.ok) and int(res.kind) == conic.HYPERBOLA
+    assert cos > 1 - 1e-9

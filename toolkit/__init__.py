@@ -3,7 +3,7 @@
 Modules: :mod:`toolkit.autodiff`, :mod:`toolkit.gmm`, :mod:`toolkit.conic`, :mod:`toolkit.so3`
 (and :mod:`toolkit.estimators` for the scikit-learn compatible GaussianMixture).
 """
-from . import autodiff, gmm, so3
+from . import autodiff, conic, gmm, so3
 
-__all__ = ["autodiff", "gmm", "so3"]
+__all__ = ["autodiff", "conic", "gmm", "so3"]
 __version__ = "0.1.0"

@@ -1,0 +1,317 @@
+"""toolkit.conic against closed forms, brute-force distances and scikit-image's EllipseModel.
+
+Shapes are kept to a few (50 points, batches of 8) so the suite compiles each
+(kind, method) pair once.
+"""
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.optimize import minimize_scalar
+
+from toolkit import conic
+
+N = 50
+
+
+def conic_points(rng, n, *, kind, a, b, angle, center, t_max=1.5, arc=2 * np.pi, start=0.0):
+    if kind == "ellipse":
+        t = start + np.linspace(0, arc, n, endpoint=arc < 2 * np.pi - 1e-9)
+        x, y = a * np.cos(t), b * np.sin(t)
+    else:
+        t = np.linspace(-t_max, t_max, n)
+        br = np.where(np.arange(n) % 2 == 0, 1.0, -1.0)
+        x, y = br * a * np.cosh(t), b * np.sinh(t)
+    c, s = np.cos(angle), np.sin(angle)
+    return np.stack([center[0] + c * x - s * y, center[1] + s * x + c * y], -1)
+
+
+def random_case(rng, kind, scale):
+    a, b = np.sort(rng.uniform(1, 3, 2))[::-1] * scale
+    return dict(kind=kind, a=a, b=b, angle=rng.uniform(-np.pi / 2, np.pi / 2),
+                center=rng.normal(size=2) * 3 * scale)
+
+
+def true_coeffs(case):
+    return np.asarray(conic.from_geometry(np.asarray(case["center"]), np.array([case["a"], case["b"]]),
+                                          case["angle"], kind=case["kind"]))
+
+
+def abs_cos(u, v):
+    u, v = np.asarray(u, np.float64), np.asarray(v, np.float64)
+    return np.abs(np.sum(u * v, -1)) / np.linalg.norm(u, axis=-1) / np.linalg.norm(v, axis=-1)
+
+
+# --- exact recovery --------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["ellipse", "hyperbola"])
+@pytest.mark.parametrize("method", conic.METHODS)
+def test_noise_free_conics_recovered_at_every_scale(kind, method):
+    rng = np.random.default_rng(0)
+    cases = [random_case(rng, kind, s) for s in (1e-3, 1e-2, 1, 1, 10, 1e2, 1e3, 1e3)]
+    pts = np.stack([conic_points(rng, N, **c) for c in cases])
+    res = conic.fit(pts, kind=kind, method=method)
+    want = np.stack([true_coeffs(c) for c in cases])
+    assert np.all(np.asarray(res.ok))
+    assert np.all(np.asarray(res.kind) == (conic.ELLIPSE if kind == "ellipse" else conic.HYPERBOLA))
+    assert np.min(abs_cos(res.coeffs, want)) > 1 - 1e-12
+    scale = np.array([c["a"] for c in cases])
+    assert np.all(np.asarray(res.residual) < 1e-9 * scale)
+    np.testing.assert_allclose(np.linalg.norm(res.coeffs, axis=-1), 1.0, rtol=1e-14)
+
+
+@pytest.mark.parametrize("method", ["direct", "taubin", "hyper"])
+def test_kind_any_finds_both_types(method):
+    rng = np.random.default_rng(1)
+    cases = [random_case(rng, k, 1.0) for k in ("ellipse", "hyperbola") * 4]
+    pts = np.stack([conic_points(rng, N, **c) for c in cases])
+    res = conic.fit(pts, kind="any", method=method)
+    want = np.stack([true_coeffs(c) for c in cases])
+    assert np.min(abs_cos(res.coeffs, want)) > 1 - 1e-12
+    np.testing.assert_array_equal(conic.kind_name(res.kind), [c["kind"] for c in cases])
+
+
+def test_float32_is_sensible():
+    rng = np.random.default_rng(2)
+    cases = [random_case(rng, k, 1.0) for k in ("ellipse", "hyperbola") * 4]
+    pts = np.stack([conic_points(rng, N, **c) for c in cases]).astype(np.float32)
+    for kind in ("ellipse", "hyperbola"):
+        sel = [i for i, c in enumerate(cases) if c["kind"] == kind]
+        res = conic.fit(pts[sel], kind=kind)
+        assert res.coeffs.dtype == jnp.float32
+        assert np.min(abs_cos(res.coeffs, np.stack([true_coeffs(cases[i]) for i in sel]))) > 1 - 1e-6
+
+
+# --- agreement with scikit-image --------------------------------------------------
+
+def test_direct_ellipse_matches_skimage_on_noisy_full_ellipses():
+    skm = pytest.importorskip("skimage.measure")
+    rng = np.random.default_rng(3)
+    cases = [random_case(rng, "ellipse", 1.0) for _ in range(8)]
+    pts = np.stack([conic_points(rng, N, **c) + rng.normal(size=(N, 2)) * 0.02 for c in cases])
+    geo = conic.geometry(conic.fit(pts, kind="ellipse").coeffs)
+    for i in range(len(cases)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            m = skm.EllipseModel()
+            assert m.estimate(pts[i])
+            xc, yc, a, b, _ = m.params
+        np.testing.assert_allclose(geo.center[i], [xc, yc], atol=1e-6)
+        np.testing.assert_allclose(np.sort(np.asarray(geo.semi_axes[i])), np.sort([a, b]), rtol=1e-6)
+
+
+# --- short arcs: geometric < hyper <= direct --------------------------------------
+
+def arc_errors(method, arc_deg, sigma, trials=64, seed=4):
+    rng = np.random.default_rng(seed)
+    cases = [dict(kind="ellipse", a=rng.uniform(2, 4), b=rng.uniform(1, 2), angle=rng.uniform(-1.5, 1.5),
+                  center=rng.normal(size=2)) for _ in range(trials)]
+    pts = np.stack([conic_points(rng, N, arc=np.deg2rad(arc_deg), start=rng.uniform(0, 2 * np.pi), **c)
+                    + rng.normal(size=(N, 2)) * sigma * c["a"] for c in cases])
+    geo = conic.geometry(conic.fit(pts, kind="ellipse", method=method).coeffs)
+    centers = np.stack([c["center"] for c in cases])
+    err = np.linalg.norm(np.asarray(geo.center) - centers, axis=1)
+    return np.median(np.where(np.isfinite(err), err, np.inf))
+
+
+def test_short_arc_accuracy_ordering():
+    e = {m: arc_errors(m, 120, 0.01) for m in ("direct", "hyper", "geometric")}
+    assert e["geometric"] < e["hyper"] <= e["direct"], e
+    assert e["geometric"] < 0.5 * e["direct"], e
+
+
+# --- geometry ---------------------------------------------------------------------
+
+def test_geometry_of_known_conics():
+    g = conic.geometry(jnp.array([4.0, 0, 9, -8, 0, -32]))  # (x-1)^2/9 + y^2/4 = 1
+    assert int(g.kind) == conic.ELLIPSE
+    np.testing.assert_allclose(g.center, [1, 0], atol=1e-14)
+    np.testing.assert_allclose(g.semi_axes, [3, 2], rtol=1e-14)
+    np.testing.assert_allclose(g.eccentricity, np.sqrt(5) / 3, rtol=1e-14)
+    np.testing.assert_allclose(np.sort(np.asarray(g.foci)[:, 0]), [1 - np.sqrt(5), 1 + np.sqrt(5)], rtol=1e-14)
+    assert np.all(np.isnan(g.asymptotes))
+    h = conic.geometry(jnp.array([0.0, 1, 0, 0, 0, -1]))  # xy = 1: transverse axis at 45 degrees
+    assert int(h.kind) == conic.HYPERBOLA
+    np.testing.assert_allclose(h.semi_axes, [np.sqrt(2), np.sqrt(2)], rtol=1e-14)
+    np.testing.assert_allclose(h.angle, np.pi / 4, rtol=1e-14)
+    np.testing.assert_allclose(h.eccentricity, np.sqrt(2), rtol=1e-14)
+    asym = np.abs(np.asarray(h.asymptotes))
+    np.testing.assert_allclose(np.sort(asym, axis=0), [[0, 0], [1, 1]], atol=1e-14)  # the x and y axes
+    assert int(conic.classify(jnp.array([1.0, 0, 0, 0, -1, 0]))) == conic.PARABOLA
+    assert int(conic.classify(jnp.array([1.0, 0, -1, 0, 0, 0]))) == conic.DEGENERATE  # line pair
+    assert int(conic.classify(jnp.array([1.0, 0, 1, 0, 0, 1]))) == conic.DEGENERATE  # imaginary
+
+
+@pytest.mark.parametrize("kind", ["ellipse", "hyperbola"])
+def test_geometry_round_trip_and_focal_property(kind):
+    rng = np.random.default_rng(5)
+    cases = [random_case(rng, kind, s) for s in (1e-3, 1, 1, 1e3)]
+    c = np.stack([true_coeffs(cs) for cs in cases])
+    g = conic.geometry(c)
+    back = conic.from_geometry(g.center, g.semi_axes, g.angle, kind=kind)
+    np.testing.assert_allclose(back, c, atol=1e-12)
+    pts = np.asarray(conic.sample(c, 40))
+    d = np.linalg.norm(pts[:, :, None, :] - np.asarray(g.foci)[:, None, :, :], axis=-1)
+    focal = d.sum(-1) if kind == "ellipse" else np.abs(d[..., 0] - d[..., 1])
+    np.testing.assert_allclose(focal / (2 * np.asarray(g.semi_axes)[:, :1]), 1.0, rtol=1e-9)
+    alg = np.asarray(conic.residuals(c, pts))
+    assert np.max(np.abs(alg)) < 1e-9
+
+
+def test_sample_hyperbola_covers_both_branches():
+    c = true_coeffs(dict(kind="hyperbola", a=1.0, b=2.0, angle=0.3, center=[1.0, -1.0]))
+    pts = np.asarray(conic.sample(c, 11))
+    side = (pts - [1.0, -1.0]) @ [np.cos(0.3), np.sin(0.3)]
+    assert (side > 0).sum() == 6 and (side < 0).sum() == 5
+
+
+# --- geometric distances against brute force -------------------------------------
+
+def brute_distance(p, kind, a, b, angle, center):
+    c, s = np.cos(angle), np.sin(angle)
+    d = np.asarray(p) - center
+    u, v = c * d[0] + s * d[1], -s * d[0] + c * d[1]
+    if kind == "ellipse":
+        curves = [lambda t: (a * np.cos(t), b * np.sin(t))]
+        grid = np.linspace(0, 2 * np.pi, 4001)
+    else:
+        curves = [lambda t, sg=sg: (sg * a * np.cosh(t), b * np.sinh(t)) for sg in (1, -1)]
+        grid = np.linspace(-8, 8, 8001)
+    best = np.inf
+    for f in curves:
+        x, y = f(grid)
+        k = int(np.argmin(np.hypot(u - x, v - y)))
+        lo, hi = grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]
+        r = minimize_scalar(lambda t: np.hypot(u - f(t)[0], v - f(t)[1]), bounds=(lo, hi), method="bounded",
+                            options={"xatol": 1e-14})
+        best = min(best, r.fun)
+    return best
+
+
+@pytest.mark.parametrize("kind", ["ellipse", "hyperbola"])
+def test_geometric_residuals_match_brute_force(kind):
+    rng = np.random.default_rng(6)
+    case = random_case(rng, kind, 1.0)
+    c = true_coeffs(case)
+    # near the curve, far away, inside, on the axes and at the centre
+    pts = np.concatenate([
+        conic_points(rng, 12, **case) + rng.normal(size=(12, 2)) * 0.05,
+        rng.normal(size=(24, 2)) * 5 + case["center"],
+        [case["center"], np.asarray(case["center"]) + [1e-3, 0.0]],
+    ])
+    d = np.asarray(conic.residuals(c, pts, kind="geometric"))
+    want = np.array([brute_distance(p, **case) for p in pts])
+    np.testing.assert_allclose(np.abs(d), want, rtol=1e-7, atol=1e-9)
+    alg = np.asarray(conic.residuals(c, pts))
+    assert np.all((np.sign(d) == np.sign(alg)) | (np.abs(d) < 1e-12))
+
+
+# --- batching, jit, weights, grad -------------------------------------------------
+
+def test_batched_equals_looped_and_jit():
+    rng = np.random.default_rng(7)
+    cases = [random_case(rng, "ellipse", 1.0) for _ in range(8)]
+    pts = np.stack([conic_points(rng, N, **c) + rng.normal(size=(N, 2)) * 0.05 for c in cases])
+    batched = conic.fit(pts.reshape(2, 4, N, 2), kind="ellipse", method="geometric")
+    assert batched.coeffs.shape == (2, 4, 6) and batched.ok.shape == (2, 4)
+    for i in range(8):
+        one = conic.fit(pts[i], kind="ellipse", method="geometric")
+        np.testing.assert_allclose(one.coeffs, batched.coeffs.reshape(8, 6)[i], atol=1e-9)
+    jitted = jax.jit(lambda p: conic.fit(p, kind="ellipse").coeffs)(pts)
+    np.testing.assert_allclose(jitted, conic.fit(pts, kind="ellipse").coeffs, atol=1e-13)
+
+
+def test_zero_weights_drop_points():
+    rng = np.random.default_rng(8)
+    case = random_case(rng, "ellipse", 1.0)
+    pts = conic_points(rng, N, **case) + rng.normal(size=(N, 2)) * 0.02
+    outliers = rng.normal(size=(10, 2)) * 10
+    w = np.r_[np.ones(N), np.zeros(10)]
+    for method in ("direct", "hyper", "geometric"):
+        a = conic.fit(np.concatenate([pts, outliers]), kind="ellipse", method=method, weights=w)
+        b = conic.fit(pts, kind="ellipse", method=method)
+        np.testing.assert_allclose(a.coeffs, b.coeffs, atol=1e-10)
+        np.testing.assert_allclose(a.residual, b.residual, rtol=1e-9)
+
+
+def test_gradient_of_direct_fit_matches_finite_differences():
+    from toolkit.autodiff import gradcheck
+
+    rng = np.random.default_rng(9)
+    pts = conic_points(rng, N, **random_case(rng, "ellipse", 1.0)) + rng.normal(size=(N, 2)) * 0.02
+    w = rng.normal(size=6)
+    rep = gradcheck(lambda p: conic.fit(p, kind="ellipse").coeffs @ w, jnp.asarray(pts))
+    assert rep.ok, rep
+
+
+# --- kinds requested against the data ---------------------------------------------
+
+def test_reference_style_hyperbola_through_origin_any_method():
+    t = np.linspace(-2, 2, N)
+    # x^2 + 6xy - 2y^2 + 3x = 0 passes through the origin
+    want = np.array([1.0, 6, -2, 3, 0, 0])
+    pts = []
+    for y in t:  # solve for x on both roots
+        for sgn in (1, -1):
+            disc = (6 * y + 3) ** 2 + 8 * y * y
+            pts.append([(-(6 * y + 3) + sgn * np.sqrt(disc)) / 2, y])
+    pts = np.array(pts)
+    for method in conic.METHODS:
+        res = conic.fit(pts, kind="hyperbola", method=method)
+        assert bool(res.ok) and int(res.kind) == conic.HYPERBOLA
+        assert abs_cos(res.coeffs, want) > 1 - 1e-12, method
+
+
+def test_ellipse_requested_on_hyperbola_data_is_an_ellipse_flagged_by_residual():
+    rng = np.random.default_rng(10)
+    case = random_case(rng, "hyperbola", 1.0)
+    pts = conic_points(rng, N, **case)
+    for method in conic.METHODS:
+        res = conic.fit(pts, kind="ellipse", method=method)
+        assert int(res.kind) == conic.ELLIPSE
+        assert float(res.residual) > 1e-2
+        assert np.all(np.isfinite(res.coeffs))
+    hyp = conic.fit(pts, kind="hyperbola")
+    assert float(hyp.residual) < 1e-9
+
+
+# --- bad input --------------------------------------------------------------------
+
+def test_bad_input_raises_clear_errors():
+    pts = np.random.default_rng(11).normal(size=(N, 2))
+    with pytest.raises(ValueError, match="at least 5 points"):
+        conic.fit(pts[:4])
+    with pytest.raises(ValueError, match=r"'points' must have shape \(\.\.\., N, 2\)"):
+        conic.fit(np.zeros((N, 3)))
+    bad = pts.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN or inf"):
+        conic.fit(bad)
+    with pytest.raises(ValueError, match="kind='circle'"):
+        conic.fit(pts, kind="circle")
+    with pytest.raises(ValueError, match="method='ransac'"):
+        conic.fit(pts, method="ransac")
+    with pytest.raises(ValueError, match="non-negative"):
+        conic.fit(pts, weights=-np.ones(N))
+    with pytest.raises(ValueError, match="'weights' must have shape"):
+        conic.fit(pts, weights=np.ones(N + 1))
+    with pytest.raises(ValueError, match="'coeffs' must have shape"):
+        conic.geometry(np.ones(5))
+    with pytest.raises(ValueError, match="kind='parabola'"):
+        conic.from_geometry([0.0, 0.0], [1.0, 1.0], 0.0, kind="parabola")
+    with pytest.raises(TypeError, match="must be real"):
+        conic.fit(pts.astype(complex))
+
+
+@pytest.mark.parametrize("method", conic.METHODS)
+def test_degenerate_point_sets_are_flagged_without_nan(method):
+    line = np.stack([np.linspace(0, 1, N), 2 * np.linspace(0, 1, N) + 1], -1)
+    same = np.ones((N, 2)) * 3.0
+    nan_pts = np.random.default_rng(12).normal(size=(N, 2))
+    nan_pts[0] = np.nan
+    for kind in ("ellipse", "any"):
+        res = jax.jit(lambda p: conic.fit(p, kind=kind, method=method))(np.stack([line, same, nan_pts]))
+        assert not np.any(np.asarray(res.ok)), (kind, res.ok)
+        assert np.all(np.isfinite(res.coeffs))

@@ -27,10 +27,19 @@ class GmmPart:
 
 
 @dataclasses.dataclass(frozen=True)
+class ConicPart:
+    seed: int = 7
+    n_points: int = 60
+    noise: float = 0.01
+    arc_degrees: float = 120.0
+
+
+@dataclasses.dataclass(frozen=True)
 class Params:
-    modules: list[str] = dataclasses.field(default_factory=lambda: ["autodiff", "gmm", "so3"])
+    modules: list[str] = dataclasses.field(default_factory=lambda: ["autodiff", "gmm", "conic", "so3"])
     so3: So3Part = dataclasses.field(default_factory=So3Part)
     gmm: GmmPart = dataclasses.field(default_factory=GmmPart)
+    conic: ConicPart = dataclasses.field(default_factory=ConicPart)
     plot: bool = True
     plot_name: str = output_file("quickstart.png")
 
@@ -85,6 +94,45 @@ def _gmm(p: GmmPart, ctx) -> tuple[dict, dict]:
              "finite": finite}, {"X": X, "gmm": g})
 
 
+def _conic(p: ConicPart, ctx) -> tuple[dict, dict]:
+    from toolkit import conic
+
+    rng = np.random.default_rng(p.seed)
+    # a 120-degree arc of an ellipse, and both branches of a hyperbola through the origin
+    t = np.deg2rad(np.linspace(0.0, p.arc_degrees, p.n_points))
+    ell = np.stack([1 + 3 * np.cos(t), -1 + 1.5 * np.sin(t)], 1) @ np.array([[0.8, 0.6], [-0.6, 0.8]])
+    ell = ell + p.noise * 3 * rng.normal(size=ell.shape)
+    hyp_true = np.array([1.0, 6.0, -2.0, 3.0, 0.0, 0.0])  # x^2 + 6xy - 2y^2 + 3x = 0
+    hyp = np.asarray(conic.sample(hyp_true, p.n_points, t_max=2.5))
+    hyp = hyp + p.noise * rng.normal(size=hyp.shape)
+    fits = {m: conic.fit(ell, kind="ellipse", method=m) for m in ("direct", "geometric")}
+    hfit = conic.fit(hyp, kind="hyperbola", method="geometric")
+    cos = abs(float(np.dot(np.asarray(hfit.coeffs), hyp_true / np.linalg.norm(hyp_true))))
+    out = {f"ellipse_{m}": {"coeffs": f.coeffs, "residual": f.residual, "ok": f.ok,
+                            "geometry": conic.geometry(f.coeffs)._asdict()} for m, f in fits.items()}
+    out["hyperbola"] = {"coeffs": hfit.coeffs, "residual": hfit.residual, "ok": hfit.ok,
+                        "abs_cos_to_truth": cos}
+    g = conic.geometry(fits["geometric"].coeffs)
+    ctx.log.info("conic: 120-degree arc -> ellipse centre %s, semi-axes %s (true [1.4, -0.2], [3, 1.5]); "
+                 "hyperbola through the origin recovered with |cos| = %.6f", np.round(np.asarray(g.center), 3),
+                 np.round(np.asarray(g.semi_axes), 3), cos)
+    return out, {"ell": ell, "hyp": hyp, "fits": fits, "hfit": hfit}
+
+
+def _plot_conic(ax, ex):
+    from toolkit import conic
+
+    ax.plot(*ex["ell"].T, ".", ms=3, color="0.4", label="ellipse arc (data)")
+    for (m, f), style in zip(ex["fits"].items(), ("--", "-")):
+        ax.plot(*np.asarray(conic.sample(f.coeffs, 200)).T, style, lw=1, label=f"ellipse, {m}")
+    ax.plot(*ex["hyp"].T, ".", ms=3, color="tab:red", label="hyperbola (data)")
+    h = np.asarray(conic.sample(ex["hfit"].coeffs, 200, t_max=2.7))
+    for br in (h[:100], h[100:]):
+        ax.plot(*br.T, "-", lw=1, color="tab:purple", label="hyperbola, geometric" if br is h[:100] else None)
+    ax.set(title="conic.fit: ellipse arc and hyperbola", aspect="equal", xlim=(-6, 6), ylim=(-6, 6))
+    ax.legend(fontsize=6, loc="lower left")
+
+
 def _plot_gmm(ax, X, g):
     from toolkit import gmm
 
@@ -108,6 +156,8 @@ def run(p: Params, ctx) -> dict:
             metrics["so3"], extras["so3"] = _so3(p.so3, ctx)
         elif name == "gmm":
             metrics["gmm"], extras["gmm"] = _gmm(p.gmm, ctx)
+        elif name == "conic":
+            metrics["conic"], extras["conic"] = _conic(p.conic, ctx)
         else:
             raise ValueError(f"quickstart: unknown module {name!r}")
     if p.plot and extras:
@@ -120,6 +170,8 @@ def run(p: Params, ctx) -> dict:
         for ax, (name, ex) in zip(axes[0], extras.items()):
             if name == "gmm":
                 _plot_gmm(ax, ex["X"], ex["gmm"])
+            elif name == "conic":
+                _plot_conic(ax, ex)
             elif name == "so3":
                 ax.semilogy(ex["history"], "o-")
                 ax.set(title="so3.fit: Levenberg-Marquardt cost", xlabel="iteration", ylabel="cost")

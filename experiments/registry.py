@@ -17,6 +17,7 @@ EXPERIMENTS: dict[str, str] = {
     "bench_so3": "bench_so3",
     "bench_autodiff": "bench_autodiff",
     "bench_gmm": "bench_gmm",
+    "bench_conic": "bench_conic",
 }
 
 

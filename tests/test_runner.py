@@ -214,6 +214,8 @@ def test_quickstart_config_runs_and_reports_every_module(workdir):
     assert metrics["so3"]["angle_error_rad"] < 5e-3 and metrics["so3"]["converged"]
     assert metrics["autodiff"]["gradcheck_ok"]
     assert metrics["gmm"]["finite"] and metrics["gmm"]["converged"]
+    assert metrics["conic"]["hyperbola"]["ok"] and metrics["conic"]["hyperbola"]["abs_cos_to_truth"] > 0.999
+    assert metrics["conic"]["ellipse_geometric"]["geometry"]["kind"] == 0
     np.testing.assert_allclose(metrics["autodiff"]["vjp"], [20, 20, 20, 20])
     assert (d / "quickstart.png").is_file()
 

@@ -559,6 +559,7 @@ def fit(key, X, n_components: int, *, covariance_type: str = "full", reg_covar: 
         sw = as_float_array(sample_weight, "sample_weight", where, dtype=X.dtype)
         if sw.shape != (n,):
             raise ValueError(f"{where}: sample_weight must have shape ({n},), got {tuple(sw.shape)}")
-    keys = jax.random.split(key, int(n_init))
+    # restart i's key does not depend on n_init, so more restarts never give a worse fit
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(int(n_init)))
     return _fit(keys, X, sw, gmm_init, jnp.asarray(reg_covar, X.dtype), jnp.asarray(tol, X.dtype), int(n_components),
                 covariance_type, shrinkage, init if gmm_init is None else "warm", int(max_iter))

@@ -219,16 +219,30 @@ def _ledoit_wolf_alpha(S, m4, n_eff, d):
 
 def _m_step(X, resp, reg_covar, covariance_type, shrinkage):
     """Parameters from responsibilities ``resp (n, k)`` (sample weights already folded in)."""
-    n, d = X.shape
     dt = X.dtype
     nk = jnp.sum(resp, 0) + 10 * jnp.finfo(dt).eps
     means = (resp.T @ X) / nk[:, None]
-    eye = jnp.eye(d, dtype=dt)
     if covariance_type in ("full", "tied"):
         # Sum r x x^T - n_k mu mu^T: a third of the work of centred (n, k, d) products.
         # fit() centres X first so the subtraction loses nothing in practice.
-        XX = jnp.einsum("nk,ni,nj->kij", resp, X, X)
-        S = XX / nk[:, None, None] - jnp.einsum("ki,kj->kij", means, means)
+        second = jnp.einsum("nk,ni,nj->kij", resp, X, X)
+    else:
+        second = resp.T @ (X * X)  # (k, d): the diagonal only
+    return _params_from_moments(nk, means, second, X, resp, reg_covar, covariance_type, shrinkage)
+
+
+def _params_from_moments(nk, means, second, X, resp, reg_covar, covariance_type, shrinkage):
+    """M-step from the weighted sufficient statistics.
+
+    nk ``(k,)``, means ``(k, d)``, second ``sum_n r_nk x x^T`` ``(k, d, d)`` (full/tied) or
+    its diagonal ``(k, d)`` (diag/spherical). X and resp are only read by Ledoit-Wolf
+    shrinkage (its fourth-moment term).
+    """
+    d = means.shape[-1]
+    dt = means.dtype
+    eye = jnp.eye(d, dtype=dt)
+    if covariance_type in ("full", "tied"):
+        S = second / nk[:, None, None] - jnp.einsum("ki,kj->kij", means, means)
         if covariance_type == "tied":
             S = jnp.sum(nk[:, None, None] * S, 0) / jnp.sum(nk)
         S = 0.5 * (S + jnp.swapaxes(S, -1, -2))
@@ -246,17 +260,58 @@ def _m_step(X, resp, reg_covar, covariance_type, shrinkage):
                 a = shrinkage
             S = _shrink_to_identity(S, a, d)
         cov = S + reg_covar * eye
+        total_second = jnp.trace(second, axis1=-2, axis2=-1)
     else:
-        x2 = (resp.T @ (X * X)) / nk[:, None]
-        var = jnp.maximum(x2 - means * means, 0.0)
+        var = jnp.maximum(second / nk[:, None] - means * means, 0.0)
         if shrinkage is not None and not isinstance(shrinkage, str):
             var = (1 - shrinkage) * var + shrinkage * jnp.mean(var, -1, keepdims=True)
         cov = var + reg_covar
         if covariance_type == "spherical":
             cov = jnp.mean(cov, -1)
+        total_second = jnp.sum(second, -1)
     weights = nk / jnp.sum(nk)
-    floor = jnp.sum(resp.T @ (X * X)) / (d * jnp.sum(nk))  # mean second moment of the data
+    floor = jnp.sum(total_second) / (d * jnp.sum(nk))  # mean second moment of the data
     return GMM(weights, means, cov, _chol_precision(cov, covariance_type, floor), covariance_type)
+
+
+# --- float64 "full" EM on precomputed features -------------------------------------
+# With F = [x_i x_j (i <= j), x, 1] (fixed during EM), both steps are one GEMM each:
+# the E-step's Mahalanobis terms are F @ W (W from P = L L^T, P mu, mu^T P mu) and
+# the M-step's sufficient statistics are resp^T @ F. Neither materialises an (n, k, d)
+# array, which is what bounds the direct formulation. The expansion
+# x^T P x - 2 x^T P mu + mu^T P mu cancels when |x| >> |x - mu|; fit() centres X and
+# the path is used in float64 only, where that costs at most a few digits of 16.
+
+
+def _features(X):
+    n, d = X.shape
+    i, j = np.triu_indices(d)
+    return jnp.concatenate([X[:, i] * X[:, j], X, jnp.ones((n, 1), X.dtype)], axis=1)
+
+
+def _feature_weights(g):
+    """``(p, k)`` such that ``features(X) @ W`` is the weighted log density."""
+    d = g.means.shape[-1]
+    pc = g.precisions_cholesky
+    P = pc @ jnp.swapaxes(pc, -1, -2)
+    i, j = np.triu_indices(d)
+    quad = P[:, i, j] * jnp.where(i == j, 1.0, 2.0).astype(P.dtype)
+    Pm = jnp.einsum("kij,kj->ki", P, g.means)
+    const = jnp.sum(Pm * g.means, -1)
+    log_det = _log_det_chol(pc, "full", d)
+    c0 = -0.5 * (d * jnp.log(2 * jnp.pi) + const) + log_det + jnp.log(g.weights)
+    return jnp.concatenate([-0.5 * quad, Pm, c0[:, None]], axis=1).T
+
+
+def _moments_from_stats(stats, d):
+    """(nk, means, second (k, d, d)) from ``resp^T @ features`` ``(k, p)``."""
+    q = d * (d + 1) // 2
+    nk = stats[:, -1] + 10 * jnp.finfo(stats.dtype).eps
+    means = stats[:, q:q + d] / nk[:, None]
+    i, j = np.triu_indices(d)
+    second = jnp.zeros((stats.shape[0], d, d), stats.dtype).at[:, i, j].set(stats[:, :q])
+    second = second.at[:, j, i].set(stats[:, :q])
+    return nk, means, second
 
 
 def _weighted_log_prob(gmm, X):
@@ -268,6 +323,17 @@ def _e_step(gmm, X, sw):
     norm = logsumexp(wlp, axis=1)
     log_resp = wlp - norm[:, None]
     return jnp.sum(sw * norm) / jnp.sum(sw), log_resp
+
+
+def _resp_from_log(wlp, sw):
+    """Lower bound and weighted responsibilities from weighted log densities, with one exp."""
+    m = jnp.max(wlp, axis=1, keepdims=True)
+    m = jnp.where(jnp.isfinite(m), m, 0.0)
+    e = jnp.exp(wlp - m)
+    tot = jnp.sum(e, axis=1, keepdims=True)
+    norm = (m + jnp.log(tot))[:, 0]
+    resp = e * (sw[:, None] / tot)
+    return jnp.sum(sw * norm) / jnp.sum(sw), resp
 
 
 # ----------------------------------------------------------------------------- validation
@@ -461,10 +527,18 @@ def _em(gmm0, X, sw, reg_covar, tol, covariance_type, shrinkage, max_iter):
         _, it, lb, prev, _, _ = s
         return (it < max_iter) & ~(jnp.abs(lb - prev) < tol)
 
+    fast = covariance_type == "full" and dt == jnp.float64 and shrinkage != "ledoit_wolf"
+    F = _features(X) if fast else None
+
     def body(s):
         g, it, lb, _, hist, _ = s
-        new_lb, log_resp = _e_step(g, X, sw)
-        g = _m_step(X, jnp.exp(log_resp) * sw[:, None], reg_covar, covariance_type, shrinkage)
+        if fast:
+            new_lb, resp = _resp_from_log(F @ _feature_weights(g), sw)
+            nk, means, second = _moments_from_stats(resp.T @ F, X.shape[1])
+            g = _params_from_moments(nk, means, second, X, resp, reg_covar, covariance_type, shrinkage)
+        else:
+            new_lb, resp = _resp_from_log(_weighted_log_prob(g, X), sw)
+            g = _m_step(X, resp, reg_covar, covariance_type, shrinkage)
         return g, it + 1, new_lb, lb, hist.at[it].set(new_lb), jnp.abs(new_lb - lb) < tol
 
     s0 = (gmm0, jnp.asarray(0), jnp.asarray(-jnp.inf, dt), jnp.asarray(jnp.inf, dt),

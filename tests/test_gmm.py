@@ -158,3 +158,18 @@ def test_bad_input(kwargs, msg):
     X = kwargs.pop("X", np.random.default_rng(0).normal(size=(30, 2)))
     with pytest.raises(ValueError, match=msg):
         gmm.fit(jax.random.key(0), X, 3, **kwargs)
+
+
+@pytest.mark.parametrize("k", [2, 3])  # 6-D data: k=2 runs the direct float64 path, k=3 the GEMM-feature one
+def test_both_full_covariance_paths_match_sklearn(k):
+    rng = np.random.default_rng(7)
+    X = np.concatenate([rng.normal(size=(120, 6)) + 3 * i for i in range(k)])
+    kw = dict(weights_init=np.full(k, 1 / k), means_init=X[rng.choice(len(X), k, replace=False)],
+              precisions_init=np.tile(np.eye(6), (k, 1, 1)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        sk = GaussianMixture(k, covariance_type="full", max_iter=6, tol=0, **kw).fit(X)
+    g0 = gmm.from_covariances(kw["weights_init"], kw["means_init"], np.tile(np.eye(6), (k, 1, 1)))
+    g, info = gmm.fit(jax.random.key(0), X, k, init=g0, max_iter=6, tol=0.0)
+    np.testing.assert_allclose(info.lower_bound, sk.lower_bound_, rtol=1e-10)
+    np.testing.assert_allclose(g.covariances, sk.covariances_, rtol=1e-8, atol=1e-10)

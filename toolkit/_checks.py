@@ -13,7 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["as_float_array", "check_trailing", "is_concrete", "check_finite", "check_choice", "result_dtype"]
+__all__ = ["as_float_array", "check_trailing", "is_concrete", "check_finite", "check_choice", "result_dtype",
+           "scoped_x64"]
 
 
 def result_dtype(*dtypes) -> jnp.dtype:
@@ -66,3 +67,12 @@ def check_finite(arr: Any, name: str, where: str) -> None:
 def check_choice(value: Any, choices: Sequence[str], name: str, where: str) -> None:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{where}: {name}={value!r} is not one of {', '.join(repr(c) for c in choices)}")
+
+
+def scoped_x64():
+    """Context manager: float64 inside, whatever the global ``jax_enable_x64`` setting."""
+    if hasattr(jax, "enable_x64"):
+        return jax.enable_x64(True)
+    from jax.experimental import enable_x64  # older jax
+
+    return enable_x64()

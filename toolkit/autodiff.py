@@ -26,7 +26,7 @@ import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from ._checks import check_choice
+from ._checks import check_choice, scoped_x64
 
 __all__ = [
     "jacobian",
@@ -45,15 +45,6 @@ __all__ = [
     "intermediate_grads",
     "per_example_grads",
 ]
-
-
-def _x64():
-    """Scoped float64 (gradcheck must compare in float64 whatever the global setting)."""
-    if hasattr(jax, "enable_x64"):
-        return jax.enable_x64(True)
-    from jax.experimental import enable_x64  # older jax
-
-    return enable_x64()
 
 
 def _shape_str(tree) -> str:
@@ -404,7 +395,7 @@ def gradcheck(f: Callable, *args, eps: float | None = None, atol: float | None =
     user_tol = atol is not None or rtol is not None
     atol = 1e-5 if atol is None else atol
     rtol = 1e-3 if rtol is None else rtol
-    with _x64():
+    with scoped_x64():  # gradcheck compares in float64 whatever the global setting
         args64 = jax.tree_util.tree_map(
             lambda a: jnp.asarray(a, jnp.float64) if jnp.issubdtype(jnp.result_type(a), jnp.inexact)
             or jnp.issubdtype(jnp.result_type(a), jnp.integer) else a, args)

@@ -20,19 +20,12 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import gmm as _gmm
+from ._checks import scoped_x64
 
 __all__ = ["GaussianMixture"]
 
 _INIT_PARAMS = {"kmeans": "kmeans", "k-means++": "kmeans++", "random": "random",
                 "random_from_data": "random_from_data"}
-
-
-def _x64():
-    if hasattr(jax, "enable_x64"):
-        return jax.enable_x64(True)
-    from jax.experimental import enable_x64  # older jax
-
-    return enable_x64(True)
 
 
 class GaussianMixture(DensityMixin, BaseEstimator):
@@ -153,7 +146,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             raise ValueError(f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
                              f"n_samples = {n}")
         rng = check_random_state(self.random_state)
-        with _x64():
+        with scoped_x64():
             Xj = jnp.asarray(X, jnp.float64)
             key = jax.random.key(int(rng.randint(np.iinfo(np.int32).max)))
             warm = self.warm_start and hasattr(self, "_gmm")
@@ -202,7 +195,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def score_samples(self, X):
         """Log density of every sample, ``(n_samples,)``."""
-        with _x64():
+        with scoped_x64():
             return np.asarray(_gmm.log_prob(*self._data(X)))
 
     def score(self, X, y=None):
@@ -211,12 +204,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def predict(self, X):
         """Most probable component of every sample, ``(n_samples,)``."""
-        with _x64():
+        with scoped_x64():
             return np.asarray(_gmm.predict(*self._data(X)))
 
     def predict_proba(self, X):
         """Posterior probability of each component, ``(n_samples, n_components)``."""
-        with _x64():
+        with scoped_x64():
             return np.asarray(_gmm.predict_proba(*self._data(X)))
 
     def sample(self, n_samples=1):
@@ -226,7 +219,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             raise ValueError(f"Invalid value for 'n_samples': {n_samples} . The sampling requires at least one "
                              "sample.")
         rng = check_random_state(self.random_state)
-        with _x64():
+        with scoped_x64():
             key = jax.random.key(int(rng.randint(np.iinfo(np.int32).max)))
             X, y = _gmm.sample(key, self._gmm, int(n_samples))
             X, y = np.asarray(X), np.asarray(y)
@@ -235,12 +228,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def bic(self, X):
         """Bayesian information criterion on X (lower is better)."""
-        with _x64():
+        with scoped_x64():
             return float(_gmm.bic(*self._data(X)))
 
     def aic(self, X):
         """Akaike information criterion on X (lower is better)."""
-        with _x64():
+        with scoped_x64():
             return float(_gmm.aic(*self._data(X)))
 
     def _n_parameters(self):

@@ -527,7 +527,12 @@ def _em(gmm0, X, sw, reg_covar, tol, covariance_type, shrinkage, max_iter):
         _, it, lb, prev, _, _ = s
         return (it < max_iter) & ~(jnp.abs(lb - prev) < tol)
 
-    fast = covariance_type == "full" and dt == jnp.float64 and shrinkage != "ledoit_wolf"
+    n, d = X.shape
+    k = gmm0.means.shape[0]
+    # The features take n * (d(d+1)/2 + d + 1) numbers; the direct path's (n, k, d)
+    # temporaries take n * k * d. Keep memory in the same range.
+    fast = (covariance_type == "full" and dt == jnp.float64 and shrinkage != "ledoit_wolf"
+            and d * (d + 1) // 2 + d + 1 <= 2 * k * d)
     F = _features(X) if fast else None
 
     def body(s):

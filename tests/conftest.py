@@ -15,6 +15,13 @@ if os.environ.get("TOOLKIT_JAX_CACHE", "1") != "0":
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# Property tests draw the same examples on every run, so CI is reproducible;
+# HYPOTHESIS_PROFILE=explore draws fresh ones.
+settings.register_profile("toolkit", derandomize=True, deadline=None)
+settings.register_profile("explore", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "toolkit"))
 
 ROOT = Path(__file__).resolve().parents[1]
 

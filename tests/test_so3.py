@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 from jax.test_util import check_grads
 from scipy.spatial.transform import Rotation
 
@@ -152,14 +152,16 @@ def test_batched_jit_vmap_agree():
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.floats(-1, 1, allow_nan=False), min_size=3, max_size=3),
        st.floats(0, np.pi - 1e-9, allow_nan=False))
+@example([0.0, 1.0, 1.0], 3.0)  # found by CI: det(R) = 1 + 1.3e-15
 def test_hypothesis_log_exp_round_trip(direction, angle):
     d = np.asarray(direction)
     n = np.linalg.norm(d)
     v = np.zeros(3) if n < 1e-6 else d / n * angle
     np.testing.assert_allclose(so3.log(so3.exp(v)), v, atol=2e-14)
     R = so3.exp(v)
-    np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-15)
-    assert float(jnp.linalg.det(R)) == pytest.approx(1.0, abs=1e-15)
+    # a few ulp: the products R R^T and the LU inside det round too
+    np.testing.assert_allclose(R @ R.T, np.eye(3), atol=4e-15)
+    assert float(jnp.linalg.det(R)) == pytest.approx(1.0, abs=1e-14)
 
 
 def test_project_gives_nearest_rotation_and_fixes_reflections():

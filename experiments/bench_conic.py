@@ -173,7 +173,11 @@ def _plot(examples: dict, p: Params, ctx) -> None:
             ctr, ab = _skimage_fit(pts)
             if np.all(np.isfinite(ctr)):
                 ax.plot(*ctr, "kx", label="scikit-image centre")
-        ax.set(title=f"{arc:g} degree arc, noise {p.noise:g} a", aspect="equal")
+        # frame the data: on short arcs a fit may be a huge ellipse that would dwarf it
+        lo, hi = pts.min(0), pts.max(0)
+        pad = 0.6 * float(np.max(hi - lo))
+        ax.set(title=f"{arc:g} degree arc, noise {p.noise:g} a", aspect="equal",
+               xlim=(lo[0] - pad, hi[0] + pad), ylim=(lo[1] - pad, hi[1] + pad))
         ax.legend(fontsize=6)
     ctx.save_figure(fig, p.plot_name)
 

@@ -49,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._checks import as_float_array, check_choice, check_finite, check_trailing, result_dtype
+from ._checks import as_float_array, check_choice, check_finite, check_trailing, is_concrete, result_dtype
 
 __all__ = [
     "fit",
@@ -294,10 +294,15 @@ def _rtol(dtype):
     return 1e3 * float(jnp.finfo(dtype).eps)
 
 
+def _unit(theta):
+    """Scale coefficient vectors ``(..., 6)`` to unit norm (all-zero ones stay zero)."""
+    n = jnp.linalg.norm(theta, axis=-1, keepdims=True)
+    return theta / jnp.where(n > 0, n, 1.0)
+
+
 def _canonical_sign(theta):
     """Unit norm, sign such that the value at the centre is negative (A + C > 0 if none)."""
-    n = jnp.linalg.norm(theta, axis=-1, keepdims=True)
-    theta = theta / jnp.where(n > 0, n, 1.0)
+    theta = _unit(theta)
     J, _, Fp, _ = _invariants(theta)
     A, C = theta[..., 0], theta[..., 2]
     key = jnp.where(jnp.abs(J) > _rtol(theta.dtype) * (A * A + C * C + theta[..., 1] ** 2), -Fp, A + C)
@@ -351,8 +356,9 @@ def _direct(S, kind):
     return jnp.concatenate([a, T @ a]), ok
 
 
-def _taubin_n(mom_x, mom_y, mxx, mxy, myy):
-    """Mean of V0[z] = J J^T, J = dz/d(x, y), from first and second moments."""
+def _taubin_n(S):
+    """Mean of V0[z] = J J^T, J = dz/d(x, y), from the moments in ``S[:, 5]`` (means of z)."""
+    mxx, mxy, myy, mom_x, mom_y = S[0, 5], S[1, 5], S[2, 5], S[3, 5], S[4, 5]
     z = jnp.zeros_like(mxx)
     o = jnp.ones_like(mxx)
     return jnp.array([
@@ -413,14 +419,11 @@ def _pencil_max_abs(M, N):
 
 
 def _taubin_hyper(q, w, S, hyper):
-    W = jnp.sum(w)
-    mean = lambda v: jnp.sum(w * v) / W
-    x, y = q[:, 0], q[:, 1]
-    N = _taubin_n(mean(x), mean(y), mean(x * x), mean(x * y), mean(y * y))
+    N = _taubin_n(S)
     if hyper:
-        dt = q.dtype
-        zc = jnp.array([S[0, 5], S[1, 5], S[2, 5], S[3, 5], S[4, 5], S[5, 5]], dt)  # mean of z
-        e = jnp.array([1, 0, 1, 0, 0, 0], dt)
+        W = jnp.sum(w)
+        zc = S[:, 5]  # mean of z
+        e = jnp.array([1, 0, 1, 0, 0, 0], q.dtype)
         sym = lambda A: A + A.T
         N = N + sym(jnp.outer(zc, e))
         s, U = jnp.linalg.eigh(S)
@@ -630,8 +633,7 @@ def _geometric(theta0, q, w, kind, max_iter, tol, rtol):
         return jnp.where(good, jnp.sum(w * d * d), jnp.inf), d, foot
 
     def body(state):
-        theta, cost, mu, it, _ = state
-        _, d, foot = cost_of(theta)
+        theta, cost, d, foot, mu, it, _ = state
         g = _grad_q(theta, foot)
         gn = jnp.sqrt(jnp.sum(g * g, axis=-1))
         Jm = _design(foot) / jnp.where(gn > 0, gn, 1.0)[:, None]
@@ -643,18 +645,18 @@ def _geometric(theta0, q, w, kind, max_iter, tol, rtol):
         step = -jnp.linalg.solve(Aug, r)
         cand = theta + step
         cand = cand / jnp.linalg.norm(cand)
-        new_cost, _, _ = cost_of(cand)
+        new_cost, new_d, new_foot = cost_of(cand)
         better = new_cost < cost
-        theta_n = jnp.where(better, cand, theta)
-        cost_n = jnp.where(better, new_cost, cost)
+        keep = lambda new, old: jnp.where(better, new, old)
         mu_n = jnp.where(better, mu * 0.3, mu * 10.0)
         small = (cost - new_cost <= tol * cost) | (jnp.linalg.norm(step) <= tol)
         done = (better & small) | (mu_n > 1e12) | ~jnp.isfinite(cost)
-        return theta_n, cost_n, mu_n, it + 1, done
+        return (keep(cand, theta), keep(new_cost, cost), keep(new_d, d), keep(new_foot, foot), mu_n, it + 1,
+                done)
 
-    cost0, _, _ = cost_of(theta0)
-    state = (theta0, cost0, jnp.asarray(1e-3, dt), jnp.asarray(0), ~jnp.isfinite(cost0))
-    state = lax.while_loop(lambda s: (s[3] < max_iter) & ~s[4], body, state)
+    cost0, d0, foot0 = cost_of(theta0)
+    state = (theta0, cost0, d0, foot0, jnp.asarray(1e-3, dt), jnp.asarray(0), ~jnp.isfinite(cost0))
+    state = lax.while_loop(lambda s: (s[5] < max_iter) & ~s[6], body, state)
     return state[0]
 
 
@@ -746,7 +748,7 @@ def fit(points, *, kind: str = "any", method: str = "direct", weights=None, max_
                 raise ValueError(f"{where}: argument 'weights' must have shape {tuple(pts.shape[:-1])}, "
                                  f"got {tuple(w.shape)}") from None
         check_finite(w, "weights", where)
-        if not isinstance(w, jax.core.Tracer) and bool(jnp.any(w < 0)):
+        if is_concrete(w) and bool(jnp.any(w < 0)):
             raise ValueError(f"{where}: argument 'weights' must be non-negative")
     if not isinstance(max_iter, int) or max_iter < 0:
         raise ValueError(f"{where}: max_iter must be a non-negative int, got {max_iter!r}")
@@ -822,9 +824,7 @@ def geometry(coeffs) -> ConicGeometry:
 @jax.jit
 def _geometry(c):
     batch = c.shape[:-1]
-    flat = c.reshape((-1, 6))
-    n = jnp.linalg.norm(flat, axis=-1, keepdims=True)
-    flat = flat / jnp.where(n > 0, n, 1.0)
+    flat = _unit(c.reshape((-1, 6)))
     rtol = _rtol(c.dtype)
     fr = jax.vmap(lambda t: _frame(t, rtol))(flat)
     ell, hyp = fr.kind == ELLIPSE, fr.kind == HYPERBOLA
@@ -921,8 +921,7 @@ def _residuals(c, pts, kind):
     batch = jnp.broadcast_shapes(c.shape[:-1], pts.shape[:-2])
     c = jnp.broadcast_to(c, batch + (6,))
     pts = jnp.broadcast_to(pts, batch + pts.shape[-2:])
-    n = jnp.linalg.norm(c, axis=-1, keepdims=True)
-    c = c / jnp.where(n > 0, n, 1.0)
+    c = _unit(c)
     if kind == "algebraic":
         return jnp.einsum("...nk,...k->...n", _design(pts), c)
     rtol = _rtol(c.dtype)
@@ -940,10 +939,7 @@ def _residuals(c, pts, kind):
 def _denorm_matrix_inv(m, s, theta):
     """Coefficients in normalised coordinates ``u = s (x - m)`` of a data-frame conic."""
     # x = u / s + m: substitute, i.e. the inverse map of _denormalise.
-    inv_s = 1.0 / s
-    t = _denormalise(theta, -m * s, inv_s)
-    n = jnp.linalg.norm(t)
-    return t / jnp.where(n > 0, n, 1.0)
+    return _unit(_denormalise(theta, -m * s, 1.0 / s))
 
 
 def sample(coeffs, n: int, *, t_max: float = 2.0):

@@ -94,8 +94,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             return None
         k, d = self.n_components, X.shape[1]
         resp = _gmm._init_resp(key, X, jnp.ones(X.shape[0], X.dtype), k, _INIT_PARAMS[self.init_params])
-        base = _gmm.m_step(X, jnp.log(jnp.maximum(resp, 1e-300)), covariance_type=self.covariance_type,
-                           reg_covar=self.reg_covar)
+        base = _gmm._m_step(X, resp, self.reg_covar, self.covariance_type, None)
         weights, means, cov = np.asarray(base.weights), np.asarray(base.means), np.asarray(base.covariances)
         if self.weights_init is not None:
             weights = np.asarray(self.weights_init, np.float64)

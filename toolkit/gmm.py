@@ -87,6 +87,11 @@ class FitInfo(NamedTuple):
       history: ``(max_iter,)`` lower bound per iteration; after ``n_iter`` it repeats
         the last value.
       lower_bounds: ``(n_init,)`` final lower bound of every restart.
+      rank_deficient: ``(k,)`` bool, True where a component's weighted scatter (before
+        ``shrinkage`` and ``reg_covar``) is numerically singular (smallest eigenvalue
+        below sqrt(eps) times the largest): its points span fewer than d dimensions,
+        and only the regularisation keeps its covariance invertible. "tied" repeats
+        the one flag.
     """
 
     converged: jax.Array
@@ -94,6 +99,7 @@ class FitInfo(NamedTuple):
     lower_bound: jax.Array
     history: jax.Array
     lower_bounds: jax.Array
+    rank_deficient: jax.Array
 
 
 # ----------------------------------------------------------------------------- maths
@@ -217,61 +223,118 @@ def _ledoit_wolf_alpha(S, m4, n_eff, d):
     return jnp.where(delta > 0, jnp.clip(beta / jnp.where(delta > 0, delta, 1.0), 0.0, 1.0), 0.0)
 
 
+class _Stats(NamedTuple):
+    """Weighted sufficient statistics of EM over (part of) the data: they add across parts.
+
+    ``resp`` below already includes the sample weights.
+    """
+
+    nk: jax.Array        # (k,)       sum_n r_nk
+    s1: jax.Array        # (k, d)     sum_n r_nk x_n
+    s2: jax.Array        # (k, d, d)  sum r x x^T (full/tied), or (k, d) sum r x*x (diag/spherical)
+    s3: Any = None       # (k, d)     sum r |x|^2 x   (Ledoit-Wolf only)
+    s4: Any = None       # (k,)       sum r |x|^4     (Ledoit-Wolf only)
+
+
+def _use_features(d, k, dtype, covariance_type):
+    # The features take n * (d(d+1)/2 + d + 1) numbers; the direct path's (n, k, d)
+    # temporaries take n * k * d. Keep memory in the same range; float64 only (see below).
+    return covariance_type == "full" and dtype == jnp.float64 and d * (d + 1) // 2 + d + 1 <= 2 * k * d
+
+
+def _stats_from_resp(X, resp, covariance_type, shrinkage, F=None):
+    """Sufficient statistics from ``X (n, d)`` and weighted responsibilities ``resp (n, k)``.
+
+    ``F``: ``_features(X)`` when the feature path is used (one GEMM for nk, s1 and s2).
+    """
+    d = X.shape[1]
+    if F is not None:
+        st = resp.T @ F
+        q = d * (d + 1) // 2
+        i, j = np.triu_indices(d)
+        s2 = jnp.zeros((st.shape[0], d, d), st.dtype).at[:, i, j].set(st[:, :q]).at[:, j, i].set(st[:, :q])
+        nk, s1 = st[:, -1], st[:, q:q + d]
+    else:
+        nk, s1 = jnp.sum(resp, 0), resp.T @ X
+        if covariance_type in ("full", "tied"):
+            # Sum r x x^T - n_k mu mu^T: a third of the work of centred (n, k, d) products.
+            # fit() centres X first so the subtraction loses nothing in practice.
+            s2 = jnp.einsum("nk,ni,nj->kij", resp, X, X)
+        else:
+            s2 = resp.T @ (X * X)  # (k, d): the diagonal only
+    if shrinkage != "ledoit_wolf":
+        return _Stats(nk, s1, s2)
+    x2 = jnp.sum(X * X, -1)
+    return _Stats(nk, s1, s2, resp.T @ (x2[:, None] * X), resp.T @ (x2 * x2))
+
+
 def _m_step(X, resp, reg_covar, covariance_type, shrinkage):
     """Parameters from responsibilities ``resp (n, k)`` (sample weights already folded in)."""
-    dt = X.dtype
-    nk = jnp.sum(resp, 0) + 10 * jnp.finfo(dt).eps
-    means = (resp.T @ X) / nk[:, None]
+    return _params_from_stats(_stats_from_resp(X, resp, covariance_type, shrinkage), reg_covar,
+                              covariance_type, shrinkage)
+
+
+def _scatter(st, covariance_type):
+    """``(nk, means, S)``: S the weighted scatter per component (full/tied: ``(k, d, d)``
+    symmetrised; diag/spherical: its diagonal ``(k, d)``), before shrinkage and reg_covar."""
+    nk = st.nk + 10 * jnp.finfo(st.s1.dtype).eps
+    means = st.s1 / nk[:, None]
     if covariance_type in ("full", "tied"):
-        # Sum r x x^T - n_k mu mu^T: a third of the work of centred (n, k, d) products.
-        # fit() centres X first so the subtraction loses nothing in practice.
-        second = jnp.einsum("nk,ni,nj->kij", resp, X, X)
-    else:
-        second = resp.T @ (X * X)  # (k, d): the diagonal only
-    return _params_from_moments(nk, means, second, X, resp, reg_covar, covariance_type, shrinkage)
+        S = st.s2 / nk[:, None, None] - jnp.einsum("ki,kj->kij", means, means)
+        return nk, means, 0.5 * (S + jnp.swapaxes(S, -1, -2))
+    return nk, means, jnp.maximum(st.s2 / nk[:, None] - means * means, 0.0)
 
 
-def _params_from_moments(nk, means, second, X, resp, reg_covar, covariance_type, shrinkage):
-    """M-step from the weighted sufficient statistics.
+def _fourth_moment(st, means):
+    """m4_k = sum_n r_nk |x_n - mu_k|^4, expanded in the streamable sums s1..s4."""
+    c = jnp.sum(means * means, -1)
+    m4 = (st.s4 - 4 * jnp.sum(means * st.s3, -1) + 4 * jnp.einsum("ki,kij,kj->k", means, st.s2, means)
+          + 2 * c * jnp.trace(st.s2, axis1=-2, axis2=-1) - 4 * c * jnp.sum(means * st.s1, -1) + c * c * st.nk)
+    return jnp.maximum(m4, 0.0)
 
-    nk ``(k,)``, means ``(k, d)``, second ``sum_n r_nk x x^T`` ``(k, d, d)`` (full/tied) or
-    its diagonal ``(k, d)`` (diag/spherical). X and resp are only read by Ledoit-Wolf
-    shrinkage (its fourth-moment term).
-    """
+
+def _params_from_stats(st, reg_covar, covariance_type, shrinkage):
+    """M-step from the sufficient statistics :class:`_Stats`."""
+    nk, means, S = _scatter(st, covariance_type)
     d = means.shape[-1]
-    dt = means.dtype
-    eye = jnp.eye(d, dtype=dt)
     if covariance_type in ("full", "tied"):
-        S = second / nk[:, None, None] - jnp.einsum("ki,kj->kij", means, means)
         if covariance_type == "tied":
             S = jnp.sum(nk[:, None, None] * S, 0) / jnp.sum(nk)
-        S = 0.5 * (S + jnp.swapaxes(S, -1, -2))
         if shrinkage is not None:
             n_eff = nk if covariance_type == "full" else jnp.sum(nk)
             if shrinkage == "ledoit_wolf":
-                x2 = jnp.sum(X * X, -1)
-                # |x - mu_k|^2 for all n, k, then the weighted fourth moment.
-                dist2 = jnp.maximum(x2[:, None] - 2 * X @ means.T + jnp.sum(means ** 2, -1)[None], 0.0)
-                m4 = jnp.sum(resp * dist2 ** 2, 0)
+                m4 = _fourth_moment(st, means)
                 a = _ledoit_wolf_alpha(S, m4 if covariance_type == "full" else jnp.sum(m4), n_eff, d)
             elif shrinkage == "oas":
                 a = _oas_alpha(S, n_eff, d)
             else:
                 a = shrinkage
             S = _shrink_to_identity(S, a, d)
-        cov = S + reg_covar * eye
-        total_second = jnp.trace(second, axis1=-2, axis2=-1)
+        cov = S + reg_covar * jnp.eye(d, dtype=means.dtype)
+        total_second = jnp.trace(st.s2, axis1=-2, axis2=-1)
     else:
-        var = jnp.maximum(second / nk[:, None] - means * means, 0.0)
+        var = S
         if shrinkage is not None and not isinstance(shrinkage, str):
             var = (1 - shrinkage) * var + shrinkage * jnp.mean(var, -1, keepdims=True)
         cov = var + reg_covar
         if covariance_type == "spherical":
             cov = jnp.mean(cov, -1)
-        total_second = jnp.sum(second, -1)
+        total_second = jnp.sum(st.s2, -1)
     weights = nk / jnp.sum(nk)
     floor = jnp.sum(total_second) / (d * jnp.sum(nk))  # mean second moment of the data
     return GMM(weights, means, cov, _chol_precision(cov, covariance_type, floor), covariance_type)
+
+
+def _rank_deficient(st, covariance_type):
+    """``(k,)`` bool: the component's weighted scatter (before shrinkage and reg_covar) has
+    an eigenvalue below sqrt(eps) times its largest: its points span fewer than d dims."""
+    nk, _, S = _scatter(st, covariance_type)
+    if covariance_type == "tied":
+        S = jnp.sum(nk[:, None, None] * S, 0) / jnp.sum(nk)
+    ev = jnp.linalg.eigvalsh(S) if covariance_type in ("full", "tied") else S
+    tol = jnp.sqrt(jnp.finfo(ev.dtype).eps) * jnp.max(jnp.abs(ev), -1)
+    bad = jnp.min(ev, -1) <= tol
+    return jnp.broadcast_to(bad, nk.shape)
 
 
 # --- float64 "full" EM on precomputed features -------------------------------------
@@ -303,18 +366,10 @@ def _feature_weights(g):
     return jnp.concatenate([-0.5 * quad, Pm, c0[:, None]], axis=1).T
 
 
-def _moments_from_stats(stats, d):
-    """(nk, means, second (k, d, d)) from ``resp^T @ features`` ``(k, p)``."""
-    q = d * (d + 1) // 2
-    nk = stats[:, -1] + 10 * jnp.finfo(stats.dtype).eps
-    means = stats[:, q:q + d] / nk[:, None]
-    i, j = np.triu_indices(d)
-    second = jnp.zeros((stats.shape[0], d, d), stats.dtype).at[:, i, j].set(stats[:, :q])
-    second = second.at[:, j, i].set(stats[:, :q])
-    return nk, means, second
-
-
-def _weighted_log_prob(gmm, X):
+def _weighted_log_prob(gmm, X, F=None):
+    """``(n, k)`` log(w_k N(x_n | k)); from the features ``F`` when given."""
+    if F is not None:
+        return F @ _feature_weights(gmm)
     return _log_gaussian(X, gmm.means, gmm.precisions_cholesky, gmm.covariance_type) + jnp.log(gmm.weights)[None]
 
 
@@ -326,14 +381,22 @@ def _e_step(gmm, X, sw):
 
 
 def _resp_from_log(wlp, sw):
-    """Lower bound and weighted responsibilities from weighted log densities, with one exp."""
+    """``(sum_n sw_n log p(x_n), weighted responsibilities (n, k))`` with one exp."""
     m = jnp.max(wlp, axis=1, keepdims=True)
     m = jnp.where(jnp.isfinite(m), m, 0.0)
     e = jnp.exp(wlp - m)
     tot = jnp.sum(e, axis=1, keepdims=True)
     norm = (m + jnp.log(tot))[:, 0]
     resp = e * (sw[:, None] / tot)
-    return jnp.sum(sw * norm) / jnp.sum(sw), resp
+    # zero-weight rows (padding) must not bring their NaN/inf into the sum
+    return jnp.sum(jnp.where(sw > 0, sw * norm, 0.0)), resp
+
+
+def _em_step(g, X, sw, F, reg_covar, covariance_type, shrinkage):
+    """One EM iteration: ``(sum sw log p under g, stats, new g)``."""
+    ll, resp = _resp_from_log(_weighted_log_prob(g, X, F), sw)
+    st = _stats_from_resp(X, resp, covariance_type, shrinkage, F)
+    return ll, st, _params_from_stats(st, reg_covar, covariance_type, shrinkage)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -351,6 +414,23 @@ def _check_gmm_X(gmm, X, where):
     if X.shape[1] != gmm.means.shape[-1]:
         raise ValueError(f"{where}: X has {X.shape[1]} features but the mixture has {gmm.means.shape[-1]}")
     return X
+
+
+@jax.jit
+def _first_bad_row(X):
+    """Index of the first row holding NaN/inf, or -1 (works on sharded arrays on device)."""
+    bad = ~jnp.all(jnp.isfinite(X), axis=1)
+    return jnp.where(jnp.any(bad), jnp.argmax(bad), -1)
+
+
+def _check_finite_rows(X, where, name, what=""):
+    """ValueError naming the first non-finite row of concrete ``X``; traced X is left alone
+    (NaN/inf then shows in the results, see ``FitInfo.converged``)."""
+    if isinstance(X, jax.core.Tracer):
+        return
+    row = int(_first_bad_row(X))
+    if row >= 0:
+        raise ValueError(f"{where}: {what}{name} contains NaN or inf (first at row {row})")
 
 
 def from_covariances(weights, means, covariances, covariance_type: str = "full") -> GMM:
@@ -453,10 +533,28 @@ def aic(gmm: GMM, X):
 # ----------------------------------------------------------------------------- initialisation
 
 
+def _draw(key, p):
+    """One index drawn with probability proportional to ``p (n,) >= 0`` by inverting the CDF.
+
+    Trailing zero-weight rows (padding) never change the draw, so a padded or sharded
+    array gives the same index as the original.
+    """
+    c = jnp.cumsum(p)
+    u = jax.random.uniform(key, (), p.dtype) * c[-1]
+    last = jnp.max(jnp.where(p > 0, jnp.arange(p.shape[0]), 0))
+    return jnp.minimum(jnp.searchsorted(c, u, side="right"), last)
+
+
+def _row_uniform(key, rows, k):
+    """``(len(rows), k)`` uniforms, row r from ``fold_in(key, r)``: the same numbers for a
+    row whether it is drawn in memory, in a batch or on a shard."""
+    return jax.vmap(lambda r: jax.random.uniform(jax.random.fold_in(key, r), (k,)))(rows)
+
+
 def _kmeans_pp(key, X, sw, k):
     """k-means++ seeding (Arthur & Vassilvitskii 2007), weighted, one candidate per step."""
     k0, key = jax.random.split(key)
-    first = jax.random.categorical(k0, jnp.log(sw))
+    first = _draw(k0, sw)
     centers = jnp.zeros((k, X.shape[1]), X.dtype).at[0].set(X[first])
     d2 = jnp.sum((X - X[first]) ** 2, -1)
 
@@ -464,8 +562,7 @@ def _kmeans_pp(key, X, sw, k):
         centers, d2, key = s
         key, sub = jax.random.split(key)
         p = sw * d2
-        logits = jnp.where(jnp.sum(p) > 0, jnp.log(jnp.maximum(p, 0.0)), jnp.log(sw))
-        idx = jax.random.categorical(sub, logits)
+        idx = _draw(sub, jnp.where(jnp.sum(p) > 0, p, sw))
         centers = centers.at[i].set(X[idx])
         d2 = jnp.minimum(d2, jnp.sum((X - X[idx]) ** 2, -1))
         return centers, d2, key
@@ -474,31 +571,56 @@ def _kmeans_pp(key, X, sw, k):
     return centers
 
 
+def _choose_rows(key, sw, k):
+    """``k`` distinct rows drawn with probability proportional to ``sw``, without replacement."""
+    def body(i, s):
+        idx, p = s
+        j = _draw(jax.random.fold_in(key, i), p)
+        return idx.at[i].set(j.astype(idx.dtype)), p.at[j].set(0.0)
+
+    idx, _ = lax.fori_loop(0, k, body, (jnp.zeros(k, jnp.int32), sw))
+    return idx
+
+
+def _assign(X, c):
+    """Nearest centre of each row: ``(n,)``."""
+    d2 = jnp.sum(X * X, -1)[:, None] - 2 * X @ c.T + jnp.sum(c * c, -1)[None]
+    return jnp.argmin(d2, axis=1)
+
+
+def _lloyd_sums(X, sw, c):
+    """``(sum of the weighted rows per centre (k, d), their weight (k,))``."""
+    onehot = jax.nn.one_hot(_assign(X, c), c.shape[0], dtype=X.dtype) * sw[:, None]
+    return onehot.T @ X, jnp.sum(onehot, 0)
+
+
+def _lloyd_update(c, sums, cnt):
+    new = sums / jnp.where(cnt > 0, cnt, 1.0)[:, None]
+    return jnp.where((cnt > 0)[:, None], new, c)  # an empty cluster keeps its centre
+
+
+def _lloyd_iters(init):
+    return 5 if init == "kmeans++" else 100
+
+
 def _lloyd(X, sw, centers, n_iter):
-    def labels_of(c):
-        d2 = jnp.sum(X * X, -1)[:, None] - 2 * X @ c.T + jnp.sum(c * c, -1)[None]
-        return jnp.argmin(d2, axis=1)
-
-    def body(_, c):
-        onehot = jax.nn.one_hot(labels_of(c), c.shape[0], dtype=X.dtype) * sw[:, None]
-        cnt = jnp.sum(onehot, 0)
-        new = (onehot.T @ X) / jnp.where(cnt > 0, cnt, 1.0)[:, None]
-        return jnp.where((cnt > 0)[:, None], new, c)  # an empty cluster keeps its centre
-
-    c = lax.fori_loop(0, n_iter, body, centers)
-    return jax.nn.one_hot(labels_of(c), c.shape[0], dtype=X.dtype)
+    c = lax.fori_loop(0, n_iter, lambda _, c: _lloyd_update(c, *_lloyd_sums(X, sw, c)), centers)
+    return jax.nn.one_hot(_assign(X, c), c.shape[0], dtype=X.dtype)
 
 
-def _init_resp(key, X, sw, k, init):
+def _init_resp(key, X, sw, k, init, rows=None):
+    """Initial responsibilities ``(n, k)`` (before sample weights). ``rows``: the rows'
+    global indices (default ``arange(n)``), so that random draws do not depend on
+    how the data is split."""
     n = X.shape[0]
     if init == "random":
-        r = jax.random.uniform(key, (n, k), X.dtype)
+        r = _row_uniform(key, jnp.arange(n) if rows is None else rows, k).astype(X.dtype)
         return r / jnp.sum(r, 1, keepdims=True)
     if init == "random_from_data":
-        idx = jax.random.choice(key, n, (k,), replace=False)
+        idx = _choose_rows(key, sw, k)
         return jnp.zeros((n, k), X.dtype).at[idx, jnp.arange(k)].set(1.0)
     centers = _kmeans_pp(key, X, sw, k)
-    return _lloyd(X, sw, centers, 5 if init == "kmeans++" else 100)
+    return _lloyd(X, sw, centers, _lloyd_iters(init))
 
 
 # ----------------------------------------------------------------------------- fit
@@ -522,35 +644,38 @@ def _check_shrinkage(shrinkage, covariance_type, where):
 def _em(gmm0, X, sw, reg_covar, tol, covariance_type, shrinkage, max_iter):
     """EM from gmm0 in one while_loop; the lower bound is taken at each E-step (as sklearn)."""
     dt = X.dtype
-
-    def cond(s):
-        _, it, lb, prev, _, _ = s
-        return (it < max_iter) & ~(jnp.abs(lb - prev) < tol)
-
     n, d = X.shape
     k = gmm0.means.shape[0]
-    # The features take n * (d(d+1)/2 + d + 1) numbers; the direct path's (n, k, d)
-    # temporaries take n * k * d. Keep memory in the same range.
-    fast = (covariance_type == "full" and dt == jnp.float64 and shrinkage != "ledoit_wolf"
-            and d * (d + 1) // 2 + d + 1 <= 2 * k * d)
-    F = _features(X) if fast else None
+    F = _features(X) if _use_features(d, k, dt, covariance_type) and shrinkage != "ledoit_wolf" else None
+    wtot = jnp.sum(sw)
+
+    def cond(s):
+        _, it, lb, prev, _, _, _ = s
+        return (it < max_iter) & ~(jnp.abs(lb - prev) < tol)
 
     def body(s):
-        g, it, lb, _, hist, _ = s
-        if fast:
-            new_lb, resp = _resp_from_log(F @ _feature_weights(g), sw)
-            nk, means, second = _moments_from_stats(resp.T @ F, X.shape[1])
-            g = _params_from_moments(nk, means, second, X, resp, reg_covar, covariance_type, shrinkage)
-        else:
-            new_lb, resp = _resp_from_log(_weighted_log_prob(g, X), sw)
-            g = _m_step(X, resp, reg_covar, covariance_type, shrinkage)
-        return g, it + 1, new_lb, lb, hist.at[it].set(new_lb), jnp.abs(new_lb - lb) < tol
+        g, it, lb, _, hist, _, _ = s
+        ll, st, g = _em_step(g, X, sw, F, reg_covar, covariance_type, shrinkage)
+        new_lb = ll / wtot
+        return g, it + 1, new_lb, lb, hist.at[it].set(new_lb), jnp.abs(new_lb - lb) < tol, st
 
+    st0 = _stats_from_resp(X, jnp.zeros((n, k), dt), covariance_type, shrinkage)
     s0 = (gmm0, jnp.asarray(0), jnp.asarray(-jnp.inf, dt), jnp.asarray(jnp.inf, dt),
-          jnp.full((max_iter,), jnp.nan, dt), jnp.asarray(False))
-    g, it, lb, _, hist, conv = lax.while_loop(cond, body, s0)
+          jnp.full((max_iter,), jnp.nan, dt), jnp.asarray(False), st0)
+    g, it, lb, _, hist, conv, st = lax.while_loop(cond, body, s0)
     hist = jnp.where(jnp.arange(max_iter) >= it, lb, hist)
-    return g, it, lb, hist, conv
+    return g, it, lb, hist, conv, _rank_deficient(st, covariance_type)
+
+
+def _best_restart(gs, its, lbs, hists, convs, deficient, center, data_ok):
+    """The restart with the highest finite lower bound, moved back to the data's frame."""
+    finite = jnp.isfinite(lbs)
+    best = jnp.argmax(jnp.where(finite, lbs, -jnp.inf))
+    g = jax.tree_util.tree_map(lambda a: a[best], gs)
+    g = dataclasses.replace(g, means=g.means + center)
+    info = FitInfo(converged=convs[best] & data_ok & finite[best], n_iter=its[best], lower_bound=lbs[best],
+                   history=hists[best], lower_bounds=lbs, rank_deficient=deficient[best])
+    return g, info
 
 
 @functools.partial(jax.jit, static_argnums=(6, 7, 8, 9, 10))
@@ -566,15 +691,7 @@ def _fit(keys, X, sw, gmm_init, reg_covar, tol, k, covariance_type, shrinkage, i
             g0 = _m_step(Xc, resp * sw[:, None], reg_covar, covariance_type, shrinkage)
         return _em(g0, Xc, sw, reg_covar, tol, covariance_type, shrinkage, max_iter)
 
-    gs, its, lbs, hists, convs = jax.vmap(one)(keys)
-    finite = jnp.isfinite(lbs)
-    best = jnp.argmax(jnp.where(finite, lbs, -jnp.inf))
-    g = jax.tree_util.tree_map(lambda a: a[best], gs)
-    g = dataclasses.replace(g, means=g.means + center)
-    data_ok = jnp.all(jnp.isfinite(X))
-    info = FitInfo(converged=convs[best] & data_ok & finite[best], n_iter=its[best], lower_bound=lbs[best],
-                   history=hists[best], lower_bounds=lbs)
-    return g, info
+    return _best_restart(*jax.vmap(one)(keys), center, jnp.all(jnp.isfinite(X)))
 
 
 def fit(key, X, n_components: int, *, covariance_type: str = "full", reg_covar: float = 1e-6, shrinkage=None,
@@ -628,10 +745,7 @@ def fit(key, X, n_components: int, *, covariance_type: str = "full", reg_covar: 
         gmm_init = jax.tree_util.tree_map(lambda a: jnp.asarray(a, X.dtype), init)
     else:
         check_choice(init, INITS, "init", where)
-    if not isinstance(X, jax.core.Tracer):
-        a = np.asarray(X)
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"{where}: X contains NaN or inf (first at row {int(np.argwhere(~np.isfinite(a))[0, 0])})")
+    _check_finite_rows(X, where, "X")
     if sample_weight is None:
         sw = jnp.ones(n, X.dtype)
     else:

@@ -47,6 +47,11 @@ __all__ = [
     "aic",
     "weighted_moments",
     "n_parameters",
+    "from_covariances",
+    "shard_rows",
+    "fit_batches",
+    "fit_online",
+    "NpyBatches",
 ]
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
@@ -641,6 +646,28 @@ def _check_shrinkage(shrinkage, covariance_type, where):
     return float(shrinkage)
 
 
+def _check_fit_options(where, d, dtype, n_components, covariance_type, reg_covar, shrinkage, init, n_init,
+                       max_iter):
+    """Validate fit's options; returns ``(shrinkage, gmm_init or None)``."""
+    if not isinstance(n_components, (int, np.integer)) or n_components < 1:
+        raise ValueError(f"{where}: n_components must be a positive int, got {n_components!r}")
+    check_choice(covariance_type, COVARIANCE_TYPES, "covariance_type", where)
+    shrinkage = _check_shrinkage(shrinkage, covariance_type, where)
+    if not isinstance(reg_covar, (int, float)) or reg_covar < 0:
+        raise ValueError(f"{where}: reg_covar must be a float >= 0, got {reg_covar!r}")
+    if not isinstance(n_init, (int, np.integer)) or n_init < 1:
+        raise ValueError(f"{where}: n_init must be a positive int, got {n_init!r}")
+    if not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+        raise ValueError(f"{where}: max_iter must be a positive int, got {max_iter!r}")
+    if isinstance(init, GMM):
+        if init.covariance_type != covariance_type or init.means.shape != (n_components, d):
+            raise ValueError(f"{where}: init GMM has covariance_type {init.covariance_type!r} and means "
+                             f"{tuple(init.means.shape)}; expected {covariance_type!r} and {(n_components, d)}")
+        return shrinkage, jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), init)
+    check_choice(init, INITS, "init", where)
+    return shrinkage, None
+
+
 def _em(gmm0, X, sw, reg_covar, tol, covariance_type, shrinkage, max_iter):
     """EM from gmm0 in one while_loop; the lower bound is taken at each E-step (as sklearn)."""
     dt = X.dtype
@@ -725,26 +752,10 @@ def fit(key, X, n_components: int, *, covariance_type: str = "full", reg_covar: 
     where = "gmm.fit"
     X = _check_X(X, where)
     n, d = X.shape
-    if not isinstance(n_components, (int, np.integer)) or n_components < 1:
-        raise ValueError(f"{where}: n_components must be a positive int, got {n_components!r}")
+    shrinkage, gmm_init = _check_fit_options(where, d, X.dtype, n_components, covariance_type, reg_covar,
+                                             shrinkage, init, n_init, max_iter)
     if n < n_components:
         raise ValueError(f"{where}: n_samples={n} should be >= n_components={n_components}")
-    check_choice(covariance_type, COVARIANCE_TYPES, "covariance_type", where)
-    shrinkage = _check_shrinkage(shrinkage, covariance_type, where)
-    if not isinstance(reg_covar, (int, float)) or reg_covar < 0:
-        raise ValueError(f"{where}: reg_covar must be a float >= 0, got {reg_covar!r}")
-    if not isinstance(n_init, (int, np.integer)) or n_init < 1:
-        raise ValueError(f"{where}: n_init must be a positive int, got {n_init!r}")
-    if not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
-        raise ValueError(f"{where}: max_iter must be a positive int, got {max_iter!r}")
-    gmm_init = None
-    if isinstance(init, GMM):
-        if init.covariance_type != covariance_type or init.means.shape != (n_components, d):
-            raise ValueError(f"{where}: init GMM has covariance_type {init.covariance_type!r} and means "
-                             f"{tuple(init.means.shape)}; expected {covariance_type!r} and {(n_components, d)}")
-        gmm_init = jax.tree_util.tree_map(lambda a: jnp.asarray(a, X.dtype), init)
-    else:
-        check_choice(init, INITS, "init", where)
     _check_finite_rows(X, where, "X")
     if sample_weight is None:
         sw = jnp.ones(n, X.dtype)
@@ -756,3 +767,8 @@ def fit(key, X, n_components: int, *, covariance_type: str = "full", reg_covar: 
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(int(n_init)))
     return _fit(keys, X, sw, gmm_init, jnp.asarray(reg_covar, X.dtype), jnp.asarray(tol, X.dtype), int(n_components),
                 covariance_type, shrinkage, init if gmm_init is None else "warm", int(max_iter))
+
+
+# Scale-out (sharded rows, streaming and online EM) lives in its own module; it builds
+# on the private pieces above, so it is imported last.
+from ._gmm_scale import NpyBatches, fit_batches, fit_online, shard_rows  # noqa: E402

@@ -72,10 +72,26 @@ def test_degenerate_data_never_gives_nan(ct):
         g, info = gmm.fit(jax.random.key(2), X, 3, covariance_type=ct, reg_covar=reg)
         assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(g)), reg
         assert np.isfinite(float(info.lower_bound))
+        if ct in ("full", "tied"):  # two distinct points span a line at most
+            assert np.all(np.asarray(info.rank_deficient))
     # d > points per component
     Xw = np.random.default_rng(3).normal(size=(12, 20))
     g, info = gmm.fit(jax.random.key(3), Xw, 3, covariance_type=ct)
     assert np.all(np.isfinite(gmm.log_prob(g, Xw)))
+    if ct in ("full", "tied"):  # 12 points in 20-D: every scatter matrix is singular
+        assert np.all(np.asarray(info.rank_deficient))
+
+
+def test_rank_deficiency_is_reported_per_component():
+    """Circle in 3-D (a plane) for one component, full-rank blob for the other."""
+    rng = np.random.default_rng(5)
+    t = rng.uniform(0, 2 * np.pi, 300)
+    circle = np.stack([np.cos(t), np.sin(t), np.zeros_like(t)], 1) @ np.linalg.qr(rng.normal(size=(3, 3)))[0]
+    blob = rng.normal(size=(300, 3)) * 0.3 + 10.0
+    g, info = gmm.fit(jax.random.key(0), np.concatenate([circle, blob]), 2)
+    assert np.all(np.isfinite(g.covariances)) and bool(info.converged)
+    flat = np.asarray(gmm.predict(g, circle[:1]))[0]
+    np.testing.assert_array_equal(info.rank_deficient, np.arange(2) == flat)
 
 
 def test_float_shrinkage_is_convex_combination_toward_scaled_identity():

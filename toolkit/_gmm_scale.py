@@ -44,9 +44,10 @@ def _row_mesh(mesh):
     return mesh
 
 
-def _row_sharding(mesh):
+def _row_sharding(mesh, ndim=2):
     # rows split over every axis of the mesh; features and parameters are not split
-    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(tuple(mesh.axis_names), None))
+    spec = (tuple(mesh.axis_names),) + (None,) * (ndim - 1)
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*spec))
 
 
 def shard_rows(X, mesh=None, *, sample_weight=None):
@@ -77,7 +78,6 @@ def shard_rows(X, mesh=None, *, sample_weight=None):
     if w.shape != (n,):
         raise ValueError(f"{where}: sample_weight must have shape ({n},), got {w.shape}")
     mesh = _row_mesh(mesh)
-    sharding = _row_sharding(mesh)
     n_proc = jax.process_count()
     local = max(1, mesh.size // n_proc)  # this process's devices in the mesh
     if n_proc > 1:
@@ -92,11 +92,14 @@ def shard_rows(X, mesh=None, *, sample_weight=None):
     wp = np.zeros(m, X.dtype)
     wp[:n] = w
     if n_proc == 1:
-        return jax.device_put(Xp, sharding), jax.device_put(wp, jax.sharding.NamedSharding(
-            mesh, jax.sharding.PartitionSpec(tuple(mesh.axis_names))))
-    w_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(tuple(mesh.axis_names)))
-    return (jax.make_array_from_process_local_data(sharding, Xp, (m * n_proc, X.shape[1])),
-            jax.make_array_from_process_local_data(w_sharding, wp, (m * n_proc,)))
+        return _dev(Xp, mesh), _dev(wp, mesh)
+    return (jax.make_array_from_process_local_data(_row_sharding(mesh), Xp, (m * n_proc, X.shape[1])),
+            jax.make_array_from_process_local_data(_row_sharding(mesh, 1), wp, (m * n_proc,)))
+
+
+def _dev(a, mesh):
+    """``a`` on the device, rows sharded over ``mesh`` when given."""
+    return jnp.asarray(a) if mesh is None else jax.device_put(a, _row_sharding(mesh, a.ndim))
 
 
 # ----------------------------------------------------------------------------- batch sources
@@ -120,10 +123,10 @@ class NpyBatches:
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"gmm.NpyBatches: batch_size must be a positive int, got {batch_size!r}")
         self.batch_size = int(batch_size)
-        with open(self.path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            shape, fortran, dtype = np.lib.format._read_array_header(f, version)  # noqa: SLF001
-            self._offset = f.tell()
+        m = np.load(self.path, mmap_mode="r")  # reads the header only; no data page is touched
+        shape, dtype, self._offset = m.shape, m.dtype, m.offset
+        fortran = m.ndim == 2 and not m.flags.c_contiguous
+        del m
         if len(shape) != 2 or fortran:
             raise ValueError(f"gmm.NpyBatches: {self.path} must hold a C-ordered 2-D array, got shape {shape}"
                              f"{' (Fortran order)' if fortran else ''}")
@@ -380,16 +383,12 @@ def _check_batch_options(where, batch_size, init_size):
         raise ValueError(f"{where}: init_size must be a positive int, got {init_size!r}")
 
 
-def _dev(a, sharding):
-    return jnp.asarray(a) if sharding is None else jax.device_put(a, sharding)
-
-
-def _scan(src, key, *, reservoir_size, sharding):
+def _scan(src, key, *, reservoir_size, mesh):
     """First pass: validate, count, centre, and (optionally) a uniform row sample."""
     acc = None
     res = None
     for ch in src.chunks(first=True):
-        X, w = _dev(ch.X, sharding), _dev(ch.w, sharding)
+        X, w = _dev(ch.X, mesh), _dev(ch.w, mesh)
         if acc is None:
             acc = _zeros_like((jnp.zeros(src.d, src.dtype), jnp.zeros((), src.dtype)))
             if reservoir_size:
@@ -451,12 +450,8 @@ def fit_batches(key, batches, n_components: int, *, covariance_type: str = "full
     first = next(iter(src.chunks(first=True)))
     shrinkage, gmm_init = _g._check_fit_options(where, src.d, src.dtype, n_components, covariance_type, reg_covar,
                                                 shrinkage, init, n_init, max_iter)
-    sharding = None
-    if mesh is not None:
-        if src.capacity % mesh.size:
-            raise ValueError(f"{where}: batch_size={src.capacity} must be a multiple of the mesh's "
-                             f"{mesh.size} devices")
-        sharding = _row_sharding(mesh)
+    if mesh is not None and src.capacity % mesh.size:
+        raise ValueError(f"{where}: batch_size={src.capacity} must be a multiple of the mesh's {mesh.size} devices")
     del first
     k = int(n_components)
     R = int(n_init)
@@ -464,7 +459,7 @@ def fit_batches(key, batches, n_components: int, *, covariance_type: str = "full
     name = "warm" if gmm_init is not None else init
     sample = name in ("kmeans++", "kmeans", "random_from_data")
     center, wtot, res = _scan(src, jax.random.fold_in(key, _RESERVOIR_SALT),
-                              reservoir_size=int(init_size) if sample else 0, sharding=sharding)
+                              reservoir_size=int(init_size) if sample else 0, mesh=mesh)
     n = src.n_rows
     if n < k:
         raise ValueError(f"{where}: n_samples={n} should be >= n_components={k}")
@@ -475,7 +470,7 @@ def fit_batches(key, batches, n_components: int, *, covariance_type: str = "full
 
     def run_pass(step, carry, acc, extra):
         for ch in src.chunks():
-            acc = step(carry, acc, _dev(ch.X, sharding), _dev(ch.w, sharding), *extra(ch))
+            acc = step(carry, acc, _dev(ch.X, mesh), _dev(ch.w, mesh), *extra(ch))
         return acc[0]
 
     # ---- initial mixtures, one per restart

@@ -18,6 +18,7 @@ EXPERIMENTS: dict[str, str] = {
     "bench_autodiff": "bench_autodiff",
     "bench_gmm": "bench_gmm",
     "bench_conic": "bench_conic",
+    "gmm_large": "gmm_large",
 }
 
 

@@ -388,6 +388,7 @@ def _scan(src, key, *, reservoir_size, mesh):
     acc = None
     res = None
     for ch in src.chunks(first=True):
+        jax.block_until_ready((acc, res))  # bounded memory: see fit_batches' run_pass
         X, w = _dev(ch.X, mesh), _dev(ch.w, mesh)
         if acc is None:
             acc = _zeros_like((jnp.zeros(src.d, src.dtype), jnp.zeros((), src.dtype)))
@@ -470,6 +471,9 @@ def fit_batches(key, batches, n_components: int, *, covariance_type: str = "full
 
     def run_pass(step, carry, acc, extra):
         for ch in src.chunks():
+            # the next chunk is read while the previous step runs; waiting here keeps
+            # at most two chunks alive (async dispatch would otherwise queue the file)
+            jax.block_until_ready(acc)
             acc = step(carry, acc, _dev(ch.X, mesh), _dev(ch.w, mesh), *extra(ch))
         return acc[0]
 
@@ -595,6 +599,7 @@ def fit_online(key, batches, n_components: int, *, covariance_type: str = "full"
     fast = False
     for _ in range(int(n_epochs)):
         for ch in src.chunks(first=True):
+            jax.block_until_ready(S)  # bounded memory: see fit_batches' run_pass
             X, w = jnp.asarray(ch.X), jnp.asarray(ch.w)
             if g is None:
                 shrinkage, gmm_init = _g._check_fit_options(where, src.d, src.dtype, n_components, covariance_type,

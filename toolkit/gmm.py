@@ -557,7 +557,13 @@ def _row_uniform(key, rows, k):
 
 
 def _kmeans_pp(key, X, sw, k):
-    """k-means++ seeding (Arthur & Vassilvitskii 2007), weighted, one candidate per step."""
+    """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007; scikit-learn's variant), weighted.
+
+    Each step draws ``2 + floor(log k)`` candidates by D^2 sampling and keeps the one that
+    lowers the potential most: plain k-means++ often leaves a cluster unseeded in
+    higher dimensions, where within-cluster distances are not small next to the gaps.
+    """
+    n_cand = 2 + int(np.log(k))
     k0, key = jax.random.split(key)
     first = _draw(k0, sw)
     centers = jnp.zeros((k, X.shape[1]), X.dtype).at[0].set(X[first])
@@ -567,10 +573,11 @@ def _kmeans_pp(key, X, sw, k):
         centers, d2, key = s
         key, sub = jax.random.split(key)
         p = sw * d2
-        idx = _draw(sub, jnp.where(jnp.sum(p) > 0, p, sw))
-        centers = centers.at[i].set(X[idx])
-        d2 = jnp.minimum(d2, jnp.sum((X - X[idx]) ** 2, -1))
-        return centers, d2, key
+        p = jnp.where(jnp.sum(p) > 0, p, sw)
+        cand = jax.vmap(lambda kk: _draw(kk, p))(jax.random.split(sub, n_cand))
+        new_d2 = jnp.minimum(d2[None], jnp.sum((X[None] - X[cand][:, None]) ** 2, -1))  # (n_cand, n)
+        best = jnp.argmin(new_d2 @ sw)
+        return centers.at[i].set(X[cand[best]]), new_d2[best], key
 
     centers, _, _ = lax.fori_loop(1, k, body, (centers, d2, key))
     return centers

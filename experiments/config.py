@@ -38,6 +38,23 @@ class ConfigError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
+class DistributedSettings:
+    """``distributed:`` block: run as one process of a ``jax.distributed`` job.
+
+    ``enabled``: call ``jax.distributed.initialize`` before the experiment (set by
+    ``--processes N`` for local workers; on a cluster the coordinator, process count
+    and id come from ``COORDINATOR_ADDRESS`` / ``NUM_PROCESSES`` / ``PROCESS_ID`` or
+    from JAX's own detection, e.g. SLURM). ``init_timeout_s``: how long processes wait
+    for each other at start-up. ``heartbeat_timeout_s``: after how long without a
+    heartbeat a process counts as dead and the job fails.
+    """
+
+    enabled: bool = False
+    init_timeout_s: int = 120
+    heartbeat_timeout_s: int = 30
+
+
+@dataclasses.dataclass(frozen=True)
 class RunnerSettings:
     """Top-level keys read by the runner itself rather than by the experiment."""
 
@@ -45,6 +62,7 @@ class RunnerSettings:
     name: str = ""
     x64: bool = False
     sweep: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
+    distributed: DistributedSettings = dataclasses.field(default_factory=DistributedSettings)
 
 
 RESERVED = tuple(f.name for f in dataclasses.fields(RunnerSettings))

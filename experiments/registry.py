@@ -19,6 +19,7 @@ EXPERIMENTS: dict[str, str] = {
     "bench_gmm": "bench_gmm",
     "bench_conic": "bench_conic",
     "gmm_large": "gmm_large",
+    "gmm_distributed": "gmm_distributed",
 }
 
 

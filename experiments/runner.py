@@ -16,7 +16,13 @@ import datetime as _dt
 import logging
 import os
 import re
+import shutil
+import signal
+import socket
+import subprocess
 import sys
+import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -62,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides")
     p.add_argument("--out", default="runs", help="output folder inside the current directory (default: runs)")
     p.add_argument("--quiet", action="store_true", help="no progress bars and only warnings on stderr")
+    p.add_argument("--processes", type=int, default=None, metavar="N",
+                   help="start N local worker processes of one jax.distributed job (coordinator on 127.0.0.1, "
+                        "gloo collectives) and supervise them; process 0 writes the outputs")
+    p.add_argument("--run-dir", default=None, help=argparse.SUPPRESS)  # set by --processes for process 0
     return p
 
 
@@ -118,17 +128,17 @@ class _ListHandler(logging.Handler):
         self.lines.append(self.format(record))
 
 
-def _logger(tag: str, quiet: bool) -> tuple[logging.Logger, _ListHandler]:
+def _logger(tag: str, quiet: bool, prefix: str = "") -> tuple[logging.Logger, _ListHandler]:
     log = logging.getLogger(f"experiments.run.{tag}")
     log.handlers.clear()
     log.propagate = False
     log.setLevel(logging.INFO)
     buf = _ListHandler()
-    buf.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    buf.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s {prefix}%(message)s"))
     log.addHandler(buf)
     err = logging.StreamHandler(sys.stderr)
     err.setLevel(logging.WARNING if quiet else logging.INFO)
-    err.setFormatter(logging.Formatter("%(message)s"))
+    err.setFormatter(logging.Formatter(f"{prefix}%(message)s"))
     log.addHandler(err)
     return log, buf
 
@@ -157,7 +167,7 @@ def _run_one(plan: Plan, point: dict[str, Any], params: Any, run_dir: Path, quie
     resolved.update(dataclasses.asdict(params))
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_jsonable(resolved), sort_keys=False))
     atomic_write_text(run_dir / "status", "running\n")
-    log, buf = _logger(run_dir.name, quiet)
+    log, buf = _logger(run_dir.name, quiet, _process_prefix())
     ctx = RunContext(out_dir=run_dir, log=log, quiet=quiet or not sys.stderr.isatty())
     t0 = time.perf_counter()
     try:
@@ -193,13 +203,64 @@ def _summary_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def execute(plan: Plan, *, quiet: bool = False) -> int:
+def _process_prefix() -> str:
+    import jax
+
+    return f"[process {jax.process_index()}] " if jax.process_count() > 1 else ""
+
+
+def _init_distributed(ds) -> int:
+    """Join the jax.distributed job; returns this process's id.
+
+    The coordinator, process count and id come from COORDINATOR_ADDRESS / NUM_PROCESSES /
+    PROCESS_ID when all three are set (what ``--processes`` sets), else from JAX's own
+    detection (SLURM, Open MPI, JAX_COORDINATOR_ADDRESS, ...).
+    """
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU collectives across processes
+    kw = dict(initialization_timeout=int(ds.init_timeout_s), heartbeat_timeout_seconds=int(ds.heartbeat_timeout_s))
+    env = [os.environ.get(k) for k in ("COORDINATOR_ADDRESS", "NUM_PROCESSES", "PROCESS_ID")]
+    if all(env):
+        jax.distributed.initialize(env[0], int(env[1]), int(env[2]), **kw)
+    else:
+        jax.distributed.initialize(**kw)
+    return jax.process_index()
+
+
+def _distributed_wanted(plan: Plan) -> bool:
+    return plan.settings.distributed.enabled or os.environ.get("TOOLKIT_DISTRIBUTED") == "1"
+
+
+def execute(plan: Plan, *, quiet: bool = False, run_dir: str | None = None) -> int:
+    pid = 0
+    if _distributed_wanted(plan):
+        try:
+            pid = _init_distributed(plan.settings.distributed)
+        except Exception as exc:  # noqa: BLE001 - a start-up failure is reported, not raised
+            msg = (f"jax.distributed could not start ({type(exc).__name__}: {exc}); every process must start "
+                   f"within distributed.init_timeout_s={plan.settings.distributed.init_timeout_s}")
+            print(f"error: {msg}", file=sys.stderr)
+            if run_dir:
+                atomic_write_text(Path(run_dir) / "status", f"failed: {msg}\n")
+            return 1
+    if pid > 0:
+        # only process 0 writes run outputs; the others work in a scratch folder
+        scratch = Path(tempfile.mkdtemp(prefix=f"toolkit-process{pid}-"))
+        try:
+            return _execute(plan, quiet=quiet, base=scratch, announce=False)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return _execute(plan, quiet=quiet, base=Path(run_dir) if run_dir else None)
+
+
+def _execute(plan: Plan, *, quiet: bool, base: Path | None, announce: bool = True) -> int:
     if plan.settings.x64:
         import jax
 
         jax.config.update("jax_enable_x64", True)
     _enable_compile_cache()
-    base = _new_run_dir(plan.base_dir)
+    base = base or _new_run_dir(plan.base_dir)
     sweep = len(plan.points) > 1 or bool(plan.points[0][0])
     rows, failures = [], 0
     for i, (point, params) in enumerate(plan.points):
@@ -220,19 +281,115 @@ def execute(plan: Plan, *, quiet: bool = False) -> int:
         table = _summary_table(rows)
         atomic_write_text(base / "summary.md", table)
         atomic_write_text(base / "status", "ok\n" if not failures else f"failed: {failures} of {len(rows)} runs\n")
-        print(table, end="")
-    print(f"outputs: {base}")
+        if announce:
+            print(table, end="")
+    if announce:
+        print(f"outputs: {base}")
     return 0 if not failures else 1
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
+
+
+_STACK_FRAME = re.compile(r"^\s+@\s+0x[0-9a-f]+\s")
+
+
+def _pump(stream, log_path: Path) -> None:
+    """Copy a worker's output to ``log_path`` whole, and to our stderr without the native
+    stack frames a worker prints when jax.distributed aborts it (they stay in the log)."""
+    with open(log_path, "w") as log:
+        for line in stream:
+            log.write(line)
+            log.flush()
+            if not _STACK_FRAME.match(line):
+                sys.stderr.write(line)
+
+
+def launch_local(plan: Plan, config: str, overrides: list[str], out: str, n: int, *, quiet: bool = False) -> int:
+    """Start ``n`` worker processes of one jax.distributed job on this machine and supervise them.
+
+    Process 0 writes the run folder; each worker's full output is kept in
+    ``process-<i>.log`` there. When a worker fails (or is killed), the others get
+    ``heartbeat_timeout_s`` + 10 s to notice through jax.distributed and exit; any still
+    running are then killed. The run folder is marked failed, naming the process.
+    """
+    ds = plan.settings.distributed
+    run_dir = _new_run_dir(plan.base_dir)
+    atomic_write_text(run_dir / "status", "running\n")
+    port = _free_port()
+    base_cmd = [sys.executable, "-m", "experiments", config, *overrides, "--out", out]
+    if quiet:
+        base_cmd.append("--quiet")
+    procs, pumps = [], []
+    for i in range(n):
+        env = dict(os.environ, TOOLKIT_DISTRIBUTED="1", COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+                   NUM_PROCESSES=str(n), PROCESS_ID=str(i))
+        p = subprocess.Popen(base_cmd + (["--run-dir", str(run_dir)] if i == 0 else []), env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+        procs.append(p)
+        pumps.append(threading.Thread(target=_pump, args=(p.stdout, run_dir / f"process-{i}.log"), daemon=True))
+        pumps[-1].start()
+    print(f"[launcher] started {n} processes (coordinator 127.0.0.1:{port}), outputs in {run_dir}", file=sys.stderr)
+    failed: list[tuple[int, int]] = []
+    deadline = None
+    while True:
+        codes = [p.poll() for p in procs]
+        for i, c in enumerate(codes):
+            if c not in (None, 0) and all(i != j for j, _ in failed):
+                failed.append((i, c))
+                if deadline is None:
+                    deadline = time.monotonic() + ds.heartbeat_timeout_s + 10
+                    print(f"[launcher] process {i} failed ({_describe_exit(c)}); the others have "
+                          f"{ds.heartbeat_timeout_s + 10} s to stop", file=sys.stderr)
+        if all(c is not None for c in codes):
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            for i, p in enumerate(procs):
+                if p.poll() is None:
+                    p.kill()
+                    print(f"[launcher] killed process {i}, still running after process {failed[0][0]} failed",
+                          file=sys.stderr)
+            for p in procs:
+                p.wait()
+            deadline = None
+        time.sleep(0.1)
+    for t in pumps:
+        t.join(timeout=5)
+    if not failed:
+        return 0
+    first, code = failed[0]
+    msg = f"process {first} of {n} failed ({_describe_exit(code)})"
+    status = (run_dir / "status").read_text() if (run_dir / "status").exists() else ""
+    if not status.startswith("failed"):
+        atomic_write_text(run_dir / "status", f"failed: {msg}\n")
+    print(f"error: {msg}; run folder {run_dir} marked failed", file=sys.stderr)
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         plan = prepare(args.config, args.overrides, args.out)
+        if args.processes is not None and args.processes < 1:
+            raise ConfigError(f"--processes must be a positive int, got {args.processes}")
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return execute(plan, quiet=args.quiet)
+    if args.processes is not None:
+        return launch_local(plan, args.config, args.overrides, args.out, args.processes, quiet=args.quiet)
+    return execute(plan, quiet=args.quiet, run_dir=args.run_dir)
 
 
 if __name__ == "__main__":

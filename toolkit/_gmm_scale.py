@@ -102,6 +102,25 @@ def _dev(a, mesh):
     return jnp.asarray(a) if mesh is None else jax.device_put(a, _row_sharding(mesh, a.ndim))
 
 
+def _process_gather(tree):
+    """Every process's ``tree`` stacked on a new leading axis (host numpy arrays)."""
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree)
+
+
+def _process_sum(tree):
+    """Sum of ``tree`` over the processes of a ``jax.distributed`` job (identity with one).
+
+    Once per pass on the small statistics, in float64 on the host and in process order,
+    so every process gets bit-identical sums and takes the same decisions.
+    """
+    if jax.process_count() == 1:
+        return tree
+    return jax.tree_util.tree_map(lambda a, x: jnp.asarray(np.sum(np.asarray(a, np.float64), 0), x.dtype),
+                                  _process_gather(tree), tree)
+
+
 # ----------------------------------------------------------------------------- batch sources
 
 
@@ -296,13 +315,20 @@ def _reservoir_merge(res, X, w, rows, key):
     return jnp.concatenate([rX, X])[idx], jnp.concatenate([rw, w])[idx], allrow[idx], allpri[idx]
 
 
-@functools.partial(jax.jit, static_argnums=(1,))
-def _reservoir_sorted(res, n):
-    """The first ``n`` slots of the sample in data order (empty slots sort last), so with
-    at most ``init_size`` rows it is exactly the data as fit() sees it."""
-    rX, rw, rrow, _ = res
-    order = jnp.argsort(rrow)[:n]
-    return rX[order], rw[order]
+def _reservoir_sample(res, n_keep):
+    """The sample (across all processes) in data order, as ``(X (n_keep, d), w (n_keep,))``.
+
+    With at most ``init_size`` rows in all it is exactly the data in the order fit() sees
+    it (process by process, then row by row)."""
+    parts = _process_gather(res) if jax.process_count() > 1 else jax.tree_util.tree_map(
+        lambda a: np.asarray(a)[None], res)
+    rX, rw, rrow, rpri = (np.asarray(a) for a in parts)
+    P, m = rpri.shape
+    proc = np.repeat(np.arange(P), m)
+    rX, rw, rrow, rpri = rX.reshape(P * m, -1), rw.reshape(-1), rrow.reshape(-1), rpri.reshape(-1)
+    top = np.argsort(-rpri, kind="stable")[:m]
+    keep = top[np.lexsort((rrow[top], proc[top]))][:n_keep]  # empty slots sort last (row = max)
+    return jnp.asarray(rX[keep]), jnp.asarray(rw[keep])
 
 
 @functools.partial(jax.jit, donate_argnums=(1,))
@@ -397,7 +423,7 @@ def _scan(src, key, *, reservoir_size, mesh):
         acc = _scan_step(acc, X, w)
         if res is not None:
             res = _reservoir_merge(res, X, w, jnp.asarray(ch.rows, _index_dtype()), key)
-    wx, wtot = acc[0]
+    wx, wtot = _process_sum(acc[0])
     return wx / wtot, wtot, res
 
 
@@ -459,9 +485,15 @@ def fit_batches(key, batches, n_components: int, *, covariance_type: str = "full
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(R))
     name = "warm" if gmm_init is not None else init
     sample = name in ("kmeans++", "kmeans", "random_from_data")
-    center, wtot, res = _scan(src, jax.random.fold_in(key, _RESERVOIR_SALT),
+    if mesh is not None and jax.process_count() > 1:
+        raise ValueError(f"{where}: mesh= is for one process; in a jax.distributed job each process streams "
+                         f"its own batches and the statistics are summed across processes")
+    center, wtot, res = _scan(src, jax.random.fold_in(jax.random.fold_in(key, _RESERVOIR_SALT), jax.process_index()),
                               reservoir_size=int(init_size) if sample else 0, mesh=mesh)
-    n = src.n_rows
+    counts = [src.n_rows] if jax.process_count() == 1 else \
+        [int(c) for c in np.asarray(_process_gather(np.asarray([src.n_rows]))).reshape(-1)]
+    n = sum(counts)
+    offset = sum(counts[:jax.process_index()])  # this process's first global row
     if n < k:
         raise ValueError(f"{where}: n_samples={n} should be >= n_components={k}")
     if not float(wtot) > 0:
@@ -475,7 +507,7 @@ def fit_batches(key, batches, n_components: int, *, covariance_type: str = "full
             # at most two chunks alive (async dispatch would otherwise queue the file)
             jax.block_until_ready(acc)
             acc = step(carry, acc, _dev(ch.X, mesh), _dev(ch.w, mesh), *extra(ch))
-        return acc[0]
+        return _process_sum(acc[0])
 
     # ---- initial mixtures, one per restart
     if gmm_init is not None:
@@ -484,7 +516,7 @@ def fit_batches(key, batches, n_components: int, *, covariance_type: str = "full
     else:
         zero_st = _stats_zero(R, k, src.d, dt, covariance_type, shrinkage)
         if name == "random_from_data":
-            Xs, ws = _reservoir_sorted(res, min(n, int(init_size)))
+            Xs, ws = _reservoir_sample(res, min(n, int(init_size)))
             Xs = Xs - center
             resps = _reservoir_inits(keys, Xs, ws, k, name)
             gs = _params(_stats_of(Xs, resps, ws, k, covariance_type, shrinkage), rc, covariance_type, shrinkage)
@@ -492,14 +524,14 @@ def fit_batches(key, batches, n_components: int, *, covariance_type: str = "full
             if name == "random":
                 cs = jnp.zeros((R, k, src.d), dt)
             else:
-                Xs, ws = _reservoir_sorted(res, min(n, int(init_size)))
+                Xs, ws = _reservoir_sample(res, min(n, int(init_size)))
                 cs = _reservoir_inits(keys, Xs - center, ws, k, name)
                 for _ in range(_g._lloyd_iters(name)):
                     sums, cnt = run_pass(_lloyd_step, cs, _zeros_like((cs, jnp.zeros((R, k), dt))),
                                          lambda ch: (center,))
                     cs = jax.vmap(_g._lloyd_update)(cs, sums, cnt)
             st = run_pass(_init_stats_step, cs, _zeros_like(zero_st),
-                          lambda ch: (jnp.asarray(ch.rows, _index_dtype()), center, keys, name == "random", covariance_type,
+                          lambda ch: (jnp.asarray(np.where(ch.rows >= 0, ch.rows + offset, -1), _index_dtype()), center, keys, name == "random", covariance_type,
                                       shrinkage))
             gs = _params(st, rc, covariance_type, shrinkage)
 

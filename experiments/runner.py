@@ -235,6 +235,15 @@ def _distributed_wanted(plan: Plan) -> bool:
 def execute(plan: Plan, *, quiet: bool = False, run_dir: str | None = None) -> int:
     pid = 0
     if _distributed_wanted(plan):
+        ds = plan.settings.distributed
+        print(f"joining a jax.distributed job (process {os.environ.get('PROCESS_ID', '?')} of "
+              f"{os.environ.get('NUM_PROCESSES', '?')}, coordinator {os.environ.get('COORDINATOR_ADDRESS', 'auto')}, "
+              f"init timeout {ds.init_timeout_s} s)", file=sys.stderr, flush=True)
+        if run_dir:
+            # JAX aborts the process (no Python exception) when the job cannot form in
+            # time; say so in advance, and take it back once the job is up.
+            atomic_write_text(Path(run_dir) / "status", "failed: jax.distributed did not start (a process "
+                              f"missing after init_timeout_s={ds.init_timeout_s}?)\n")
         try:
             pid = _init_distributed(plan.settings.distributed)
         except Exception as exc:  # noqa: BLE001 - a start-up failure is reported, not raised
@@ -244,6 +253,8 @@ def execute(plan: Plan, *, quiet: bool = False, run_dir: str | None = None) -> i
             if run_dir:
                 atomic_write_text(Path(run_dir) / "status", f"failed: {msg}\n")
             return 1
+        if run_dir:
+            atomic_write_text(Path(run_dir) / "status", "running\n")
     if pid > 0:
         # only process 0 writes run outputs; the others work in a scratch folder
         scratch = Path(tempfile.mkdtemp(prefix=f"toolkit-process{pid}-"))

@@ -327,7 +327,8 @@ def _reservoir_sample(res, n_keep):
     proc = np.repeat(np.arange(P), m)
     rX, rw, rrow, rpri = rX.reshape(P * m, -1), rw.reshape(-1), rrow.reshape(-1), rpri.reshape(-1)
     top = np.argsort(-rpri, kind="stable")[:m]
-    keep = top[np.lexsort((rrow[top], proc[top]))][:n_keep]  # empty slots sort last (row = max)
+    empty = rpri[top] < 0  # slots never filled (priority -2): after every real row
+    keep = top[np.lexsort((rrow[top], proc[top], empty))][:n_keep]
     return jnp.asarray(rX[keep]), jnp.asarray(rw[keep])
 
 

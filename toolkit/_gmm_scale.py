@@ -30,6 +30,7 @@ from ._checks import result_dtype
 
 __all__ = ["shard_rows", "fit_batches", "fit_online", "NpyBatches"]
 
+_SAMPLE_SEEDINGS = 4  # k-means++ seedings tried on the init sample (scikit-learn's MiniBatchKMeans: 3)
 _RESERVOIR_SALT = 0x5EED  # fold_in constant for the reservoir's priorities (restarts use 0, 1, ...)
 
 
@@ -374,12 +375,31 @@ def _params(st, reg_covar, covariance_type, shrinkage):
     return jax.vmap(lambda s: _g._params_from_stats(s, reg_covar, covariance_type, shrinkage))(st)
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4))
-def _reservoir_inits(keys, Xs, ws, k, init):
-    """Per restart, from the (centred) sample: k-means++ centres, or the stats of k rows."""
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
+def _reservoir_inits(keys, Xs, ws, k, init, n_seedings=1):
+    """Per restart, from the (centred) sample: k-means++ centres, or the stats of k rows.
+
+    ``n_seedings > 1`` (used when the sample is not the whole data): as scikit-learn's
+    MiniBatchKMeans, seed that many times on the sample, run Lloyd there, and keep the
+    centres of lowest sample inertia; a single k-means++ seeding leaves a cluster
+    unseeded now and then, and on a sample trying again is cheap.
+    """
     if init == "random_from_data":
         return jax.vmap(lambda key: _g._init_resp(key, Xs, ws, k, init))(keys)
-    return jax.vmap(lambda key: _g._kmeans_pp(key, Xs, ws, k))(keys)
+    if n_seedings == 1:
+        return jax.vmap(lambda key: _g._kmeans_pp(key, Xs, ws, k))(keys)
+
+    def best_of(key):
+        def one(j):
+            c = _g._kmeans_pp(jax.random.fold_in(key, j), Xs, ws, k)
+            c = jax.lax.fori_loop(0, _g._lloyd_iters(init), lambda _, c: _g._lloyd_update(c, *_g._lloyd_sums(Xs, ws, c)), c)
+            d2 = jnp.sum(Xs * Xs, -1)[:, None] - 2 * Xs @ c.T + jnp.sum(c * c, -1)[None]
+            return c, jnp.sum(ws * jnp.min(d2, 1))
+
+        cs, inertia = jax.vmap(one)(jnp.arange(n_seedings))
+        return cs[jnp.argmin(inertia)]
+
+    return jax.vmap(best_of)(keys)
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4, 5))
@@ -443,8 +463,11 @@ def fit_batches(key, batches, n_components: int, *, covariance_type: str = "full
     batches) when the initialisation matches: always for a :class:`GMM` ``init`` and for
     ``"random"``; for ``"kmeans++"``, ``"kmeans"`` and ``"random_from_data"`` when the
     data has at most ``init_size`` rows. Beyond that the seeding runs on a uniform sample
-    of ``init_size`` rows drawn in the first pass, while Lloyd's iterations (5 for
-    kmeans++, 100 for kmeans) and EM always use every row.
+    of ``init_size`` rows drawn in the first pass (best of 4 k-means++ seedings by sample
+    inertia, as scikit-learn's MiniBatchKMeans does), while Lloyd's iterations (5 for
+    kmeans++, 100 for kmeans) and EM always use every row. In a ``jax.distributed`` job
+    every process streams its own batches and the statistics are summed across processes
+    once per pass; every process ends with the same mixture.
 
     Args:
       key: ``jax.random`` key.
@@ -526,7 +549,8 @@ def fit_batches(key, batches, n_components: int, *, covariance_type: str = "full
                 cs = jnp.zeros((R, k, src.d), dt)
             else:
                 Xs, ws = _reservoir_sample(res, min(n, int(init_size)))
-                cs = _reservoir_inits(keys, Xs - center, ws, k, name)
+                # the whole data: seed exactly as fit(); a sample: best of several seedings
+                cs = _reservoir_inits(keys, Xs - center, ws, k, name, 1 if n <= init_size else _SAMPLE_SEEDINGS)
                 for _ in range(_g._lloyd_iters(name)):
                     sums, cnt = run_pass(_lloyd_step, cs, _zeros_like((cs, jnp.zeros((R, k), dt))),
                                          lambda ch: (center,))

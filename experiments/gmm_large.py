@@ -79,7 +79,8 @@ def run(p: Params, ctx) -> dict:
 
     def on_pass(it, lb):
         now = time.perf_counter()
-        passes.append({"iteration": it, "lower_bound": lb, "seconds": now - t_last[0], "peak_rss_bytes": _peak_rss_bytes()})
+        passes.append({"iteration": it, "lower_bound": lb, "seconds": now - t_last[0],
+                       "peak_rss_bytes": _peak_rss_bytes()})
         t_last[0] = now
         bar.update(1)
         bar.set_postfix(lower_bound=f"{lb:.5f}")

@@ -391,8 +391,7 @@ def _reservoir_inits(keys, Xs, ws, k, init, n_seedings=1):
 
     def best_of(key):
         def one(j):
-            c = _g._kmeans_pp(jax.random.fold_in(key, j), Xs, ws, k)
-            c = jax.lax.fori_loop(0, _g._lloyd_iters(init), lambda _, c: _g._lloyd_update(c, *_g._lloyd_sums(Xs, ws, c)), c)
+            c = _g._lloyd_centers(Xs, ws, _g._kmeans_pp(jax.random.fold_in(key, j), Xs, ws, k), _g._lloyd_iters(init))
             d2 = jnp.sum(Xs * Xs, -1)[:, None] - 2 * Xs @ c.T + jnp.sum(c * c, -1)[None]
             return c, jnp.sum(ws * jnp.min(d2, 1))
 
@@ -555,9 +554,11 @@ def fit_batches(key, batches, n_components: int, *, covariance_type: str = "full
                     sums, cnt = run_pass(_lloyd_step, cs, _zeros_like((cs, jnp.zeros((R, k), dt))),
                                          lambda ch: (center,))
                     cs = jax.vmap(_g._lloyd_update)(cs, sums, cnt)
-            st = run_pass(_init_stats_step, cs, _zeros_like(zero_st),
-                          lambda ch: (jnp.asarray(np.where(ch.rows >= 0, ch.rows + offset, -1), _index_dtype()), center, keys, name == "random", covariance_type,
-                                      shrinkage))
+            def init_args(ch):
+                rows = jnp.asarray(np.where(ch.rows >= 0, ch.rows + offset, -1), _index_dtype())  # global rows
+                return rows, center, keys, name == "random", covariance_type, shrinkage
+
+            st = run_pass(_init_stats_step, cs, _zeros_like(zero_st), init_args)
             gs = _params(st, rc, covariance_type, shrinkage)
 
     # ---- EM, one pass per iteration

@@ -538,16 +538,25 @@ def aic(gmm: GMM, X):
 # ----------------------------------------------------------------------------- initialisation
 
 
-def _draw(key, p):
+def _draw(key, p, block=1024):
     """One index drawn with probability proportional to ``p (n,) >= 0`` by inverting the CDF.
 
-    Trailing zero-weight rows (padding) never change the draw, so a padded or sharded
-    array gives the same index as the original.
+    Zero-weight rows never change the draw, wherever they are, so a padded or sharded
+    array gives the same index as the original. The CDF is taken in two levels (sums of
+    ``block`` rows, then one block) rather than by a cumsum over all rows: XLA
+    partitions a long cumsum over sharded rows very badly (seconds for 1e5 rows).
     """
-    c = jnp.cumsum(p)
+    n = p.shape[0]
+    B = -(-n // block)
+    q = jnp.pad(p, (0, B * block - n)).reshape(B, block)
+    c = jnp.cumsum(jnp.sum(q, 1))
     u = jax.random.uniform(key, (), p.dtype) * c[-1]
-    last = jnp.max(jnp.where(p > 0, jnp.arange(p.shape[0]), 0))
-    return jnp.minimum(jnp.searchsorted(c, u, side="right"), last)
+    b = jnp.minimum(jnp.sum(c <= u), B - 1)
+    u = u - jnp.where(b > 0, c[jnp.maximum(b - 1, 0)], 0.0)
+    within = jnp.cumsum(jax.nn.one_hot(b, B, dtype=p.dtype) @ q)  # the chosen block's rows
+    i = b * block + jnp.minimum(jnp.sum(within <= u), block - 1)
+    last = jnp.max(jnp.where(p > 0, jnp.arange(n), 0))
+    return jnp.minimum(i, last)
 
 
 def _row_uniform(key, rows, k):
@@ -615,8 +624,12 @@ def _lloyd_iters(init):
     return 5 if init == "kmeans++" else 100
 
 
+def _lloyd_centers(X, sw, centers, n_iter):
+    return lax.fori_loop(0, n_iter, lambda _, c: _lloyd_update(c, *_lloyd_sums(X, sw, c)), centers)
+
+
 def _lloyd(X, sw, centers, n_iter):
-    c = lax.fori_loop(0, n_iter, lambda _, c: _lloyd_update(c, *_lloyd_sums(X, sw, c)), centers)
+    c = _lloyd_centers(X, sw, centers, n_iter)
     return jax.nn.one_hot(_assign(X, c), c.shape[0], dtype=X.dtype)
 
 

@@ -28,6 +28,22 @@ _INIT_PARAMS = {"kmeans": "kmeans", "k-means++": "kmeans++", "random": "random",
                 "random_from_data": "random_from_data"}
 
 
+def _raise_if_ill_defined(g):
+    """scikit-learn's error for a singular covariance. toolkit.gmm itself never fails (a tiny
+    jitter keeps it going); the drop-in raises as scikit-learn does when ``reg_covar=0``
+    leaves a component's covariance singular (collapsed or singleton samples)."""
+    cov = np.asarray(g.covariances, np.float64)
+    if g.covariance_type in ("full", "tied"):
+        mats = cov.reshape((-1,) + cov.shape[-2:])
+        bad = any(np.min(np.linalg.eigvalsh(m)) <= 0 for m in mats)
+    else:
+        bad = bool(np.any(cov <= 0))
+    if bad:
+        raise ValueError("Fitting the mixture model failed because some components have ill-defined empirical "
+                         "covariance (for instance caused by singleton or collapsed samples). Try to decrease "
+                         "the number of components, increase reg_covar, or scale the input data.")
+
+
 class GaussianMixture(DensityMixin, BaseEstimator):
     """Gaussian mixture fitted by EM; scikit-learn's API, toolkit's engine.
 
@@ -102,8 +118,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 raise ValueError(f"The parameter 'weights' should have the shape of ({k},), but got "
                                  f"{weights.shape}")
             if np.any(weights < 0) or np.any(weights > 1):
+                # scikit-learn's text, min and max included as it prints them (its tests match it)
                 raise ValueError("The parameter 'weights' should be in the range [0, 1], but got max value "
-                                 f"{weights.max():.5f}, min value {weights.min():.5f}")
+                                 f"{weights.min():.5f}, min value {weights.max():.5f}")
             if not np.allclose(weights.sum(), 1.0):
                 raise ValueError(f"The parameter 'weights' should be normalized, but got sum(weights) = "
                                  f"{weights.sum():.5f}")
@@ -160,11 +177,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             else:
                 g, info = _gmm.fit(key, Xj, self.n_components, covariance_type=self.covariance_type,
                                    reg_covar=float(self.reg_covar), shrinkage=self.shrinkage, init=init_name,
-                                   n_init=n_init, max_iter=int(self.max_iter), tol=float(self.tol))
+                                   n_init=n_init, max_iter=int(self.max_iter), tol=float(self.tol),
+                                   prev_lower_bound=self.lower_bound_ if warm else None)
                 n_iter = int(info.n_iter)
                 converged, lb = bool(info.converged), float(info.lower_bound)
                 lbs = np.asarray(info.history)[:n_iter]
             labels = np.asarray(_gmm.predict(g, Xj))
+        if self.reg_covar == 0:
+            _raise_if_ill_defined(g)
         if not converged and self.max_iter > 0:
             warnings.warn("Best performing initialization did not converge. Try different init parameters, "
                           "or increase max_iter, tol, or check for degenerate data.", ConvergenceWarning)

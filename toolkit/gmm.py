@@ -688,8 +688,11 @@ def _check_fit_options(where, d, dtype, n_components, covariance_type, reg_covar
     return shrinkage, None
 
 
-def _em(gmm0, X, sw, reg_covar, tol, covariance_type, shrinkage, max_iter):
-    """EM from gmm0 in one while_loop; the lower bound is taken at each E-step (as sklearn)."""
+def _em(gmm0, X, sw, reg_covar, tol, covariance_type, shrinkage, max_iter, lb0):
+    """EM from gmm0 in one while_loop; the lower bound is taken at each E-step (as sklearn).
+
+    ``lb0``: the lower bound the first iteration is compared with (-inf, or the previous
+    fit's when continuing one, as scikit-learn's warm_start)."""
     dt = X.dtype
     n, d = X.shape
     k = gmm0.means.shape[0]
@@ -707,7 +710,7 @@ def _em(gmm0, X, sw, reg_covar, tol, covariance_type, shrinkage, max_iter):
         return g, it + 1, new_lb, lb, hist.at[it].set(new_lb), jnp.abs(new_lb - lb) < tol, st
 
     st0 = _stats_from_resp(X, jnp.zeros((n, k), dt), covariance_type, shrinkage)
-    s0 = (gmm0, jnp.asarray(0), jnp.asarray(-jnp.inf, dt), jnp.asarray(jnp.inf, dt),
+    s0 = (gmm0, jnp.asarray(0), jnp.asarray(lb0, dt), jnp.asarray(jnp.inf, dt),
           jnp.full((max_iter,), jnp.nan, dt), jnp.asarray(False), st0)
     g, it, lb, _, hist, conv, st = lax.while_loop(cond, body, s0)
     hist = jnp.where(jnp.arange(max_iter) >= it, lb, hist)
@@ -726,7 +729,7 @@ def _best_restart(gs, its, lbs, hists, convs, deficient, center, data_ok):
 
 
 @functools.partial(jax.jit, static_argnums=(6, 7, 8, 9, 10))
-def _fit(keys, X, sw, gmm_init, reg_covar, tol, k, covariance_type, shrinkage, init, max_iter):
+def _fit(keys, X, sw, gmm_init, reg_covar, tol, k, covariance_type, shrinkage, init, max_iter, lb0):
     center = jnp.sum(sw[:, None] * X, 0) / jnp.sum(sw)
     Xc = X - center  # centring keeps the uncentred second-moment formulas accurate
 
@@ -736,13 +739,14 @@ def _fit(keys, X, sw, gmm_init, reg_covar, tol, k, covariance_type, shrinkage, i
         else:
             resp = _init_resp(key, Xc, sw, k, init)
             g0 = _m_step(Xc, resp * sw[:, None], reg_covar, covariance_type, shrinkage)
-        return _em(g0, Xc, sw, reg_covar, tol, covariance_type, shrinkage, max_iter)
+        return _em(g0, Xc, sw, reg_covar, tol, covariance_type, shrinkage, max_iter, lb0)
 
     return _best_restart(*jax.vmap(one)(keys), center, jnp.all(jnp.isfinite(X)))
 
 
 def fit(key, X, n_components: int, *, covariance_type: str = "full", reg_covar: float = 1e-6, shrinkage=None,
-        init: Any = "kmeans++", n_init: int = 1, max_iter: int = 100, tol: float = 1e-3, sample_weight=None):
+        init: Any = "kmeans++", n_init: int = 1, max_iter: int = 100, tol: float = 1e-3, sample_weight=None,
+        prev_lower_bound: float | None = None):
     """Fit a Gaussian mixture by EM (one jitted ``lax.while_loop``; restarts vmapped).
 
     Args:
@@ -758,6 +762,9 @@ def fit(key, X, n_components: int, *, covariance_type: str = "full", reg_covar: 
       n_init: restarts (vectorised); the best final lower bound wins.
       max_iter: EM iterations at most. tol: stop when the lower bound changes by < tol.
       sample_weight: ``(n,)`` non-negative weights.
+      prev_lower_bound: when continuing an earlier fit (``init`` its mixture), its lower
+        bound: the first iteration's change is measured from it, so a converged fit stops
+        after one iteration (scikit-learn's ``warm_start``). Default: -inf.
     Returns:
       ``(GMM, FitInfo)``.
     Raises:
@@ -786,7 +793,8 @@ def fit(key, X, n_components: int, *, covariance_type: str = "full", reg_covar: 
     # restart i's key does not depend on n_init, so more restarts never give a worse fit
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(int(n_init)))
     return _fit(keys, X, sw, gmm_init, jnp.asarray(reg_covar, X.dtype), jnp.asarray(tol, X.dtype), int(n_components),
-                covariance_type, shrinkage, init if gmm_init is None else "warm", int(max_iter))
+                covariance_type, shrinkage, init if gmm_init is None else "warm", int(max_iter),
+                jnp.asarray(-np.inf if prev_lower_bound is None else prev_lower_bound, X.dtype))
 
 
 # Scale-out (sharded rows, streaming and online EM) lives in its own module; it builds

@@ -41,7 +41,6 @@ when the values are concrete and give ``ok = False`` under ``jit``.
 from __future__ import annotations
 
 import functools
-import math
 from typing import NamedTuple
 
 import jax

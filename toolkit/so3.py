@@ -92,7 +92,7 @@ def _coefficients(theta2):
     small = theta2 < _switch(theta2.dtype)
     t2 = jnp.where(small, 1.0, theta2)
     t = jnp.sqrt(t2)
-    s, c = jnp.sin(t), jnp.cos(t)
+    s = jnp.sin(t)
     half = 0.5 * t
     sh, ch = jnp.sin(half), jnp.cos(half)
     a_closed = s / t

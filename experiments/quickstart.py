@@ -87,11 +87,12 @@ def _gmm(p: GmmPart, ctx) -> tuple[dict, dict]:
     X = np.stack([np.cos(t), np.sin(t), np.zeros_like(t)], 1)
     g, info = gmm.fit(jax.random.key(p.seed), X, p.n_components, reg_covar=p.reg_covar)
     finite = bool(all(np.all(np.isfinite(np.asarray(leaf))) for leaf in jax.tree_util.tree_leaves(g)))
+    deficient = int(np.sum(np.asarray(info.rank_deficient)))
     ctx.log.info("gmm: %d components on a circle in 3-D (singular covariances): converged=%s after %d iterations, "
-                 "lower bound %.3f, all parameters finite=%s", p.n_components, bool(info.converged),
-                 int(info.n_iter), float(info.lower_bound), finite)
+                 "lower bound %.3f, all parameters finite=%s, %d component(s) reported rank-deficient",
+                 p.n_components, bool(info.converged), int(info.n_iter), float(info.lower_bound), finite, deficient)
     return ({"converged": info.converged, "n_iter": info.n_iter, "lower_bound": info.lower_bound,
-             "finite": finite}, {"X": X, "gmm": g})
+             "finite": finite, "rank_deficient_components": deficient}, {"X": X, "gmm": g})
 
 
 def _conic(p: ConicPart, ctx) -> tuple[dict, dict]:

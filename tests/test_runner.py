@@ -214,15 +214,16 @@ def test_quickstart_config_runs_and_reports_every_module(workdir):
     assert metrics["so3"]["angle_error_rad"] < 5e-3 and metrics["so3"]["converged"]
     assert metrics["autodiff"]["gradcheck_ok"]
     assert metrics["gmm"]["finite"] and metrics["gmm"]["converged"]
+    assert metrics["gmm"]["rank_deficient_components"] == 4  # every component lies in the plane z = 0
     assert metrics["conic"]["hyperbola"]["ok"] and metrics["conic"]["hyperbola"]["abs_cos_to_truth"] > 0.999
     assert metrics["conic"]["ellipse_geometric"]["geometry"]["kind"] == 0
     np.testing.assert_allclose(metrics["autodiff"]["vjp"], [20, 20, 20, 20])
     assert (d / "quickstart.png").is_file()
 
 
-@pytest.mark.parametrize("cfg", sorted((ROOT / "configs" / "bench").glob("*.yaml")), ids=lambda p: p.stem)
-def test_bench_configs_are_valid(cfg):
-    """Every benchmark config type-checks (running them is `make bench`, not a test)."""
+@pytest.mark.parametrize("cfg", sorted((ROOT / "configs").glob("**/*.yaml")), ids=lambda p: p.stem)
+def test_every_config_is_valid(cfg):
+    """Every config type-checks (running the benchmarks is `make bench`, not a test)."""
     from experiments.runner import prepare
 
     plan = prepare(str(cfg), [], "runs")

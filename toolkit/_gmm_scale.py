@@ -281,9 +281,9 @@ def _kahan(acc, x):
     return t, c
 
 
-def _zeros_like(tree):
-    z = jax.tree_util.tree_map(jnp.zeros_like, tree)
-    return z, jax.tree_util.tree_map(jnp.zeros_like, tree)
+def _kahan_zeros(tree):
+    """An empty compensated sum ``(sum, carry)`` shaped like ``tree``."""
+    return jax.tree_util.tree_map(jnp.zeros_like, tree), jax.tree_util.tree_map(jnp.zeros_like, tree)
 
 
 @functools.partial(jax.jit, donate_argnums=(0,))
@@ -437,7 +437,7 @@ def _scan(src, key, *, reservoir_size, mesh):
         jax.block_until_ready((acc, res))  # bounded memory: see fit_batches' run_pass
         X, w = _dev(ch.X, mesh), _dev(ch.w, mesh)
         if acc is None:
-            acc = _zeros_like((jnp.zeros(src.d, src.dtype), jnp.zeros((), src.dtype)))
+            acc = _kahan_zeros((jnp.zeros(src.d, src.dtype), jnp.zeros((), src.dtype)))
             if reservoir_size:
                 res = _reservoir_init(reservoir_size, src.d, src.dtype)
         acc = _scan_step(acc, X, w)
@@ -551,14 +551,14 @@ def fit_batches(key, batches, n_components: int, *, covariance_type: str = "full
                 # the whole data: seed exactly as fit(); a sample: best of several seedings
                 cs = _reservoir_inits(keys, Xs - center, ws, k, name, 1 if n <= init_size else _SAMPLE_SEEDINGS)
                 for _ in range(_g._lloyd_iters(name)):
-                    sums, cnt = run_pass(_lloyd_step, cs, _zeros_like((cs, jnp.zeros((R, k), dt))),
+                    sums, cnt = run_pass(_lloyd_step, cs, _kahan_zeros((cs, jnp.zeros((R, k), dt))),
                                          lambda ch: (center,))
                     cs = jax.vmap(_g._lloyd_update)(cs, sums, cnt)
             def init_args(ch):
                 rows = jnp.asarray(np.where(ch.rows >= 0, ch.rows + offset, -1), _index_dtype())  # global rows
                 return rows, center, keys, name == "random", covariance_type, shrinkage
 
-            st = run_pass(_init_stats_step, cs, _zeros_like(zero_st), init_args)
+            st = run_pass(_init_stats_step, cs, _kahan_zeros(zero_st), init_args)
             gs = _params(st, rc, covariance_type, shrinkage)
 
     # ---- EM, one pass per iteration
@@ -568,7 +568,7 @@ def fit_batches(key, batches, n_components: int, *, covariance_type: str = "full
              jnp.ones(R, bool), jnp.zeros(R, bool))
     tol_ = jnp.asarray(tol, dt)
     for it in range(int(max_iter)):
-        ll, st = run_pass(_em_batch_step, state[0], _zeros_like((jnp.zeros(R, dt), st0)),
+        ll, st = run_pass(_em_batch_step, state[0], _kahan_zeros((jnp.zeros(R, dt), st0)),
                           lambda ch: (center, covariance_type, shrinkage, fast))
         state = _em_update(state, _params(st, rc, covariance_type, shrinkage), st, ll, wtot, tol_)
         if callback is not None:

@@ -140,8 +140,7 @@ class NpyBatches:
 
     def __init__(self, path, batch_size: int = 65536):
         self.path = os.fspath(path)
-        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"gmm.NpyBatches: batch_size must be a positive int, got {batch_size!r}")
+        _check_positive_int(batch_size, "batch_size", "gmm.NpyBatches")
         self.batch_size = int(batch_size)
         m = np.load(self.path, mmap_mode="r")  # reads the header only; no data page is touched
         shape, dtype, self._offset = m.shape, m.dtype, m.offset
@@ -422,11 +421,12 @@ def _em_update(state, new_gs, st, ll, wtot, tol):
             active & ~now & (it + 1 < hist.shape[1]), jnp.where(active, now, conv))
 
 
-def _check_batch_options(where, batch_size, init_size):
-    if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
-        raise ValueError(f"{where}: batch_size must be None or a positive int, got {batch_size!r}")
-    if not isinstance(init_size, (int, np.integer)) or init_size < 1:
-        raise ValueError(f"{where}: init_size must be a positive int, got {init_size!r}")
+def _check_positive_int(value, name, where, *, optional=False):
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        expected = "None or a positive int" if optional else "a positive int"
+        raise ValueError(f"{where}: {name} must be {expected}, got {value!r}")
 
 
 def _scan(src, key, *, reservoir_size, mesh):
@@ -492,7 +492,8 @@ def fit_batches(key, batches, n_components: int, *, covariance_type: str = "full
         batch and row); a one-shot iterator (pass a list or a function instead).
     """
     where = "gmm.fit_batches"
-    _check_batch_options(where, batch_size, init_size)
+    _check_positive_int(batch_size, "batch_size", where, optional=True)
+    _check_positive_int(init_size, "init_size", where)
     if dtype is not None:
         dtype = result_dtype(dtype)
     src = _Source(batches, where, batch_size=batch_size, dtype=dtype, multi_pass=True)
@@ -538,18 +539,18 @@ def fit_batches(key, batches, n_components: int, *, covariance_type: str = "full
         gs = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (R,) + a.shape), g0)
     else:
         zero_st = _stats_zero(R, k, src.d, dt, covariance_type, shrinkage)
-        if name == "random_from_data":
+        if sample:
             Xs, ws = _reservoir_sample(res, min(n, int(init_size)))
             Xs = Xs - center
+        if name == "random_from_data":
             resps = _reservoir_inits(keys, Xs, ws, k, name)
             gs = _params(_stats_of(Xs, resps, ws, k, covariance_type, shrinkage), rc, covariance_type, shrinkage)
         else:
             if name == "random":
                 cs = jnp.zeros((R, k, src.d), dt)
             else:
-                Xs, ws = _reservoir_sample(res, min(n, int(init_size)))
                 # the whole data: seed exactly as fit(); a sample: best of several seedings
-                cs = _reservoir_inits(keys, Xs - center, ws, k, name, 1 if n <= init_size else _SAMPLE_SEEDINGS)
+                cs = _reservoir_inits(keys, Xs, ws, k, name, 1 if n <= init_size else _SAMPLE_SEEDINGS)
                 for _ in range(_g._lloyd_iters(name)):
                     sums, cnt = run_pass(_lloyd_step, cs, _kahan_zeros((cs, jnp.zeros((R, k), dt))),
                                          lambda ch: (center,))
@@ -638,9 +639,8 @@ def fit_online(key, batches, n_components: int, *, covariance_type: str = "full"
       last; ``converged`` is always False (no convergence test is made).
     """
     where = "gmm.fit_online"
-    _check_batch_options(where, batch_size, 1)
-    if not isinstance(n_epochs, (int, np.integer)) or n_epochs < 1:
-        raise ValueError(f"{where}: n_epochs must be a positive int, got {n_epochs!r}")
+    _check_positive_int(batch_size, "batch_size", where, optional=True)
+    _check_positive_int(n_epochs, "n_epochs", where)
     if step_size is None:
         step_size = _default_step_size
     elif not callable(step_size):

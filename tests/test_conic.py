@@ -315,3 +315,41 @@ def test_degenerate_point_sets_are_flagged_without_nan(method):
         res = jax.jit(lambda p: conic.fit(p, kind=kind, method=method))(np.stack([line, same, nan_pts]))
         assert not np.any(np.asarray(res.ok)), (kind, res.ok)
         assert np.all(np.isfinite(res.coeffs))
+
+
+def test_residual_modes_and_unpadded_large_batches():
+    # 700 x 50 points is above the bucketing limit: the fit runs on the exact shape
+    rng = np.random.default_rng(13)
+    cases = [random_case(rng, "ellipse", 1.0) for _ in range(700)]
+    pts = np.stack([conic_points(rng, N, **c) + rng.normal(size=(N, 2)) * 0.01 for c in cases])
+    exact = conic.fit(pts, kind="ellipse")
+    small = conic.fit(pts[:8], kind="ellipse")  # padded to a bucket
+    np.testing.assert_allclose(small.coeffs, exact.coeffs[:8], atol=1e-12)
+    np.testing.assert_allclose(small.residual, exact.residual[:8], rtol=1e-12)
+    want = [np.sqrt(np.mean(np.asarray(conic.residuals(exact.coeffs[i], pts[i], kind="geometric")) ** 2))
+            for i in range(3)]
+    np.testing.assert_allclose(exact.residual[:3], want, rtol=1e-10)
+    sampson = conic.fit(pts, kind="ellipse", residual="sampson")
+    none = conic.fit(pts, kind="ellipse", residual="none")
+    for other in (sampson, none):
+        np.testing.assert_array_equal(other.coeffs, exact.coeffs)
+        np.testing.assert_array_equal(other.ok, exact.ok)
+    # first-order distance: within a few per cent of the exact one at 1% noise
+    np.testing.assert_allclose(sampson.residual, exact.residual, rtol=0.05)
+    assert np.all(np.isnan(none.residual))
+    with pytest.raises(ValueError, match="residual"):
+        conic.fit(pts[0], residual="rms")
+
+
+def test_invalid_weights_under_jit_are_flagged_not_nan():
+    rng = np.random.default_rng(14)
+    pts = np.stack([conic_points(rng, N, **random_case(rng, "ellipse", 1.0)) for _ in range(4)])
+    w = np.ones((4, N))
+    w[0, 3] = -1.0  # negative
+    w[1, 5] = np.nan
+    w[2] = 0.0  # no weight at all
+    res = jax.jit(lambda p, w: conic.fit(p, kind="ellipse", weights=w))(pts, w)
+    np.testing.assert_array_equal(res.ok, [False, False, False, True])
+    assert np.all(np.isfinite(res.coeffs))
+    with pytest.raises(ValueError, match="non-negative"):
+        conic.fit(pts, kind="ellipse", weights=np.nan_to_num(w))

@@ -72,6 +72,7 @@ ELLIPSE, HYPERBOLA, PARABOLA, DEGENERATE = 0, 1, 2, 3
 KINDS = ("ellipse", "hyperbola", "parabola", "degenerate")
 _FIT_KINDS = ("any", "ellipse", "hyperbola")
 METHODS = ("direct", "taubin", "hyper", "geometric")
+_RESIDUALS = ("exact", "sampson", "none")
 _MIN_POINTS = 5
 
 
@@ -122,40 +123,82 @@ def kind_name(kind) -> str | list:
 
 
 # ---------------------------------------------------------------------------
-# small closed-form linear algebra (batched LAPACK calls on 3x3 would dominate)
+# small closed-form linear algebra, elementwise over the batch
 # ---------------------------------------------------------------------------
+# 3x3 matrices are nested lists of arrays with the batch shape (or Python floats for
+# constants, whose zero entries drop out when traced). Batched 3x3 LAPACK calls, and
+# even batched 3x3 matrix products, cost XLA's CPU backend far more than these few
+# fused elementwise kernels.
+
+def _materialise(tree):
+    """Make XLA compute these values once: its fusion would otherwise duplicate the long
+    elementwise chains behind them into every consumer, which multiplies the work."""
+    return lax.optimization_barrier(tree)
+
+
+def _entries(S, rows, cols):
+    """Nested list ``[[S[..., i, j] for j in cols] for i in rows]``."""
+    return [[S[..., i, j] for j in cols] for i in rows]
+
+
+def _dot(terms):
+    """Sum of products over pairs, skipping Python-constant zeros."""
+    out = 0.0
+    for a, b in terms:
+        if not (isinstance(a, float) and a == 0.0) and not (isinstance(b, float) and b == 0.0):
+            out = out + a * b
+    return out
+
+
+def _matmul3(A, B):
+    return [[_dot((A[i][k], B[k][j]) for k in range(3)) for j in range(3)] for i in range(3)]
+
 
 def _det3(M):
-    return (M[0, 0] * (M[1, 1] * M[2, 2] - M[1, 2] * M[2, 1])
-            - M[0, 1] * (M[1, 0] * M[2, 2] - M[1, 2] * M[2, 0])
-            + M[0, 2] * (M[1, 0] * M[2, 1] - M[1, 1] * M[2, 0]))
+    return (M[0][0] * (M[1][1] * M[2][2] - M[1][2] * M[2][1])
+            - M[0][1] * (M[1][0] * M[2][2] - M[1][2] * M[2][0])
+            + M[0][2] * (M[1][0] * M[2][1] - M[1][1] * M[2][0]))
 
 
 def _adj3(M):
     """Adjugate (transposed cofactor matrix) of a 3x3 matrix."""
-    c = lambda i, j: (M[(i + 1) % 3, (j + 1) % 3] * M[(i + 2) % 3, (j + 2) % 3]
-                      - M[(i + 1) % 3, (j + 2) % 3] * M[(i + 2) % 3, (j + 1) % 3])
-    return jnp.stack([jnp.stack([c(j, i) for j in range(3)]) for i in range(3)])
+    c = lambda i, j: (M[(i + 1) % 3][(j + 1) % 3] * M[(i + 2) % 3][(j + 2) % 3]
+                      - M[(i + 1) % 3][(j + 2) % 3] * M[(i + 2) % 3][(j + 1) % 3])
+    return [[c(j, i) for j in range(3)] for i in range(3)]
+
+
+def _trace_prod(A, B):
+    """trace(A @ B)."""
+    return _dot((A[i][j], B[j][i]) for i in range(3) for j in range(3))
+
+
+def _cross(p, q):
+    return [p[1] * q[2] - p[2] * q[1], p[2] * q[0] - p[0] * q[2], p[0] * q[1] - p[1] * q[0]]
 
 
 def _null3(X):
     """Unit vector spanning the (numerical) null space of a symmetric 3x3 matrix.
 
     The largest cross product of two rows: exact for a rank-2 matrix and the most
-    accurate of the three choices. Returns ``(vector, norm of that cross product)``.
+    accurate of the three choices. Returns ``(vector as 3 arrays, norm of that cross
+    product)``.
     """
-    r0, r1, r2 = X[0], X[1], X[2]
-    cands = jnp.stack([jnp.cross(r0, r1), jnp.cross(r0, r2), jnp.cross(r1, r2)])
-    norms = jnp.sum(cands * cands, axis=1)
-    i = jnp.argmax(norms)
-    v = cands[i]
-    n = jnp.sqrt(norms[i])
+    cands = [_cross(X[0], X[1]), _cross(X[0], X[2]), _cross(X[1], X[2])]
+    norms = [c[0] * c[0] + c[1] * c[1] + c[2] * c[2] for c in cands]
+    pick01 = norms[0] >= norms[1]
+    v = [jnp.where(pick01, c0, c1) for c0, c1 in zip(cands[0], cands[1])]
+    n2 = jnp.where(pick01, norms[0], norms[1])
+    pick2 = norms[2] > n2
+    v = [jnp.where(pick2, c2, c) for c2, c in zip(cands[2], v)]
+    n2 = jnp.where(pick2, norms[2], n2)
+    n = jnp.sqrt(n2)
     safe = n > 0
-    return jnp.where(safe, v / jnp.where(safe, n, 1.0), jnp.array([1.0, 0.0, 0.0], X.dtype)), n
+    inv = 1.0 / jnp.where(safe, n, 1.0)
+    return [jnp.where(safe, v[0] * inv, 1.0), jnp.where(safe, v[1] * inv, 0.0), jnp.where(safe, v[2] * inv, 0.0)], n
 
 
 def _cubic_roots(c0, c1, c2, c3):
-    """Real roots of ``c3 l^3 + c2 l^2 + c1 l + c0`` (all real), descending.
+    """Real roots of ``c3 l^3 + c2 l^2 + c1 l + c0`` (all real), descending, as 3 arrays.
 
     Trigonometric form, then two Newton steps on the original polynomial to undo
     the cancellation of ``t - a2/3`` for a root near zero (the noise-free case).
@@ -168,20 +211,18 @@ def _cubic_roots(c0, c1, c2, c3):
     denom = jnp.where(r > 0, 2.0 * r ** 3, 1.0)
     arg = jnp.clip(jnp.where(r > 0, -q / denom, 1.0), -1.0, 1.0)
     phi = jnp.arccos(arg) / 3.0
-    k = jnp.arange(3, dtype=c0.dtype)
-    roots = 2.0 * r * jnp.cos(phi - 2.0 * jnp.pi * k / 3.0) - a2 / 3.0
-
-    def newton(x, _):
-        f = ((x + a2) * x + a1) * x + a0
-        df = (3.0 * x + 2.0 * a2) * x + a1
-        ok = jnp.abs(df) > 0
-        step = jnp.where(ok, f / jnp.where(ok, df, 1.0), 0.0)
-        # keep a step only if it does not make |f| worse (it never should near a simple root)
-        x_new = x - step
-        f_new = ((x_new + a2) * x_new + a1) * x_new + a0
-        return jnp.where(jnp.abs(f_new) <= jnp.abs(f), x_new, x), None
-
-    roots, _ = lax.scan(newton, roots, None, length=2)
+    roots = []
+    for k in range(3):
+        x = 2.0 * r * jnp.cos(phi - 2.0 * np.pi * k / 3.0) - a2 / 3.0
+        for _ in range(2):
+            f = ((x + a2) * x + a1) * x + a0
+            df = (3.0 * x + 2.0 * a2) * x + a1
+            ok = jnp.abs(df) > 0
+            x_new = x - jnp.where(ok, f / jnp.where(ok, df, 1.0), 0.0)
+            f_new = ((x_new + a2) * x_new + a1) * x_new + a0
+            # keep a step only if it does not make |f| worse (it never should near a simple root)
+            x = jnp.where(jnp.abs(f_new) <= jnp.abs(f), x_new, x)
+        roots.append(x)
     return roots
 
 
@@ -195,6 +236,7 @@ _MOM_EXP = tuple((p, d - p) for d in range(5) for p in range(d, -1, -1))
 _MOM_INDEX = {e: i for i, e in enumerate(_MOM_EXP)}
 # S[i, j] = moment(z_i * z_j): a static gather from the 15 moments of degree <= 4
 _S_INDEX = np.array([[_MOM_INDEX[(a[0] + b[0], a[1] + b[1])] for b in _Z_EXP] for a in _Z_EXP])
+_MOM_DEGREE = np.array([p + q for p, q in _MOM_EXP])
 
 
 def _design(q):
@@ -203,53 +245,111 @@ def _design(q):
     return jnp.stack([x * x, x * y, y * y, x, y, jnp.ones_like(x)], axis=-1)
 
 
-def _normalise(p, w):
-    """Centre on the weighted mean and scale to RMS radius sqrt(2).
+def _poly(theta, x, y):
+    """Conic polynomial at points: theta ``(..., 6)``, x, y ``(..., N)`` -> ``(..., N)``.
 
-    Returns ``(q, mean, scale)`` with ``q = (p - mean) * scale``. Identical points
-    (zero spread) keep scale 1 so nothing divides by zero.
+    Written out elementwise: a matrix-vector product per fit would be a batched
+    ``dot_general``, which XLA's CPU backend runs several times slower than this.
     """
-    W = jnp.sum(w)
-    m = jnp.sum(w[:, None] * p, axis=0) / W
-    d = p - m
-    r2 = jnp.sum(w * jnp.sum(d * d, axis=1)) / W
-    tiny = jnp.finfo(p.dtype).tiny * 1e4
+    A, B, C, D, E, F = (theta[..., i, None] for i in range(6))
+    return (A * x + B * y + D) * x + (C * y + E) * y + F
+
+
+@jax.custom_jvp
+def _row_sums(*terms):
+    """Sums over the last axis of several same-shaped arrays in one variadic reduction,
+    so XLA reads the data once instead of once per sum."""
+    zeros = tuple(jnp.zeros((), t.dtype) for t in terms)
+    return lax.reduce(terms, zeros, lambda a, b: tuple(i + j for i, j in zip(a, b)), (terms[0].ndim - 1,))
+
+
+@_row_sums.defjvp
+def _row_sums_jvp(primals, tangents):
+    # a reduction with a custom body has no transpose rule: differentiate plain sums
+    return _row_sums(*primals), tuple(jnp.sum(t, axis=-1) for t in tangents)
+
+
+class _Stats(NamedTuple):
+    """Per-fit statistics of point sets, batch shape ``...``.
+
+    mean ``(..., 2)`` weighted mean; scale ``(...)`` Hartley scale (normalised points are
+    ``(p - mean) * scale``, RMS radius sqrt(2)); weight ``(...)`` total weight; mom
+    ``(..., 15)`` weighted mean monomials of the normalised points in ``_MOM_EXP`` order;
+    valid ``(...)`` bool, False if any point or weight is NaN/inf or a weight negative.
+    """
+
+    mean: jax.Array
+    scale: jax.Array
+    weight: jax.Array
+    mom: jax.Array
+    valid: jax.Array
+
+
+def _coords(points, weights):
+    """x, y and weights ``(..., N)``; ``weights=None`` means all ones.
+
+    Invalid values are not masked point by point (that would make XLA materialise
+    cleaned copies of the data): they turn the per-fit sums non-finite, which marks the
+    whole fit invalid, as a NaN point should.
+    """
+    px, py = points[..., 0], points[..., 1]
+    return px, py, (jnp.ones_like(px) if weights is None else weights)
+
+
+def _stats(points, weights):
+    """Centre on the weighted mean, scale to RMS radius sqrt(2), and take the moments.
+
+    Two passes over the points: the mean, then the 15 moments of the centred points,
+    which already hold the RMS radius; the moments of the scaled points follow by
+    powers of the scale. Identical points (zero spread) keep scale 1 so nothing divides
+    by zero; zero total weight gives NaN statistics (the fit is then not ok).
+    """
+    px, py, w = _coords(points, weights)
+    W, sx, sy, neg = _row_sums(w, w * px, w * py, jnp.minimum(w, 0.0))
+    valid = jnp.isfinite(W) & jnp.isfinite(sx) & jnp.isfinite(sy) & (neg == 0) & (W > 0)
+    mx, my = sx / W, sy / W
+    dx, dy = px - mx[..., None], py - my[..., None]
+    x2, y2 = dx * dx, dy * dy
+    wx = (w, w * dx, w * x2, w * x2 * dx, w * x2 * x2)
+    yp = (None, dy, y2, y2 * dy, y2 * y2)
+    mom = jnp.stack(_row_sums(*(wx[a] if b == 0 else wx[a] * yp[b] for a, b in _MOM_EXP)), axis=-1)
+    mom = mom / W[..., None]
+    r2 = mom[..., _MOM_INDEX[(2, 0)]] + mom[..., _MOM_INDEX[(0, 2)]]
+    tiny = jnp.finfo(px.dtype).tiny * 1e4
     s = jnp.where(r2 > tiny, jnp.sqrt(2.0 / jnp.where(r2 > tiny, r2, 1.0)), 1.0)
-    return d * s, m, s
+    s2 = s * s
+    mom = mom * jnp.stack([jnp.ones_like(s), s, s2, s2 * s, s2 * s2], axis=-1)[..., _MOM_DEGREE]
+    return _Stats(jnp.stack([mx, my], axis=-1), s, W, mom, valid)
 
 
-def _scatter(q, w):
-    """Weighted mean scatter ``S = sum w z z^T / sum w`` (6x6) from its 15 distinct moments.
+def _normalised(points, weights, st):
+    """Normalised coordinates ``x, y`` and weights ``w``, all ``(..., N)``."""
+    px, py, w = _coords(points, weights)
+    s = st.scale[..., None]
+    return (px - st.mean[..., 0:1]) * s, (py - st.mean[..., 1:2]) * s, w
 
-    Each moment is its own fused multiply-reduce: on CPU that is several times faster
-    than reducing a stacked ``(N, 15)`` monomial array or a batched matrix product.
-    """
-    x, y = q[:, 0], q[:, 1]
-    x2, y2 = x * x, y * y
-    wx = [w, w * x, w * x2, w * x2 * x, w * x2 * x2]
-    yp = [None, y, y2, y2 * y, y2 * y2]
-    mom = jnp.stack([jnp.sum(wx[a] if b == 0 else wx[a] * yp[b]) for a, b in _MOM_EXP]) / jnp.sum(w)
-    return mom[_S_INDEX]
+
+def _scatter(mom):
+    """Weighted mean scatter ``S = sum w z z^T / sum w`` ``(..., 6, 6)`` from the moments."""
+    return mom[..., _S_INDEX]
 
 
 def _denormalise(theta_n, m, s):
-    """Coefficients in data coordinates from those in normalised ones.
+    """Coefficients in data coordinates from those in normalised ones, batched.
 
-    With ``u = s (x - mx)``, ``v = s (y - my)`` the normalised design vector is
-    ``z(u, v) = T z(x, y)``, so ``theta = T^T theta_n``.
+    theta_n ``(..., 6)``, m ``(..., 2)``, s ``(...)``. With ``u = s (x - mx)``,
+    ``v = s (y - my)`` the normalised design vector is ``z(u, v) = T z(x, y)``, so
+    ``theta = T^T theta_n``, written out.
     """
-    dt = theta_n.dtype
-    p, q = -s * m[0], -s * m[1]
-    z = jnp.zeros((), dt)
-    T = jnp.array([
-        [s * s, z, z, 2 * s * p, z, p * p],
-        [z, s * s, z, s * q, s * p, p * q],
-        [z, z, s * s, z, 2 * s * q, q * q],
-        [z, z, z, s, z, p],
-        [z, z, z, z, s, q],
-        [z, z, z, z, z, jnp.ones((), dt)],
-    ], dtype=dt)
-    return T.T @ theta_n
+    A, B, C, D, E, F = (theta_n[..., i] for i in range(6))
+    p, q = -s * m[..., 0], -s * m[..., 1]
+    s2 = s * s
+    return jnp.stack([
+        s2 * A, s2 * B, s2 * C,
+        s * (2 * p * A + q * B + D),
+        s * (p * B + 2 * q * C + E),
+        p * (p * A + q * B + D) + q * (q * C + E) + F,
+    ], axis=-1)
 
 
 # ---------------------------------------------------------------------------
@@ -312,47 +412,56 @@ def _canonical_sign(theta):
 # algebraic fits (single point set; batching is vmap)
 # ---------------------------------------------------------------------------
 
-_C_FITZ = np.array([[0.0, 0.0, 2.0], [0.0, -1.0, 0.0], [2.0, 0.0, 0.0]])  # a^T C a = 4AC - B^2
-_C_BOOK = np.diag([1.0, 0.5, 1.0])  # a^T C a = A^2 + B^2/2 + C^2 (Euclidean invariant)
+# a^T C a = 4AC - B^2 (Fitzgibbon) and A^2 + B^2/2 + C^2 (Bookstein, Euclidean invariant)
+_C_FITZ = ((0.0, 0.0, 2.0), (0.0, -1.0, 0.0), (2.0, 0.0, 0.0))
+_C_BOOK = ((1.0, 0.0, 0.0), (0.0, 0.5, 0.0), (0.0, 0.0, 1.0))
 
 
 def _spread(S):
-    """False for collinear (or identical) points.
+    """False for collinear (or identical) points; S ``(..., 6, 6)``.
 
     ``S[3:, 3:]`` is the scatter of (x, y, 1); with trace ~ 3 after normalisation its
     determinant vanishes exactly when the points are collinear.
     """
-    return _det3(S[3:, 3:]) > 1e2 * jnp.finfo(S.dtype).eps
+    return _det3(_entries(S, range(3, 6), range(3, 6))) > 1e2 * jnp.finfo(S.dtype).eps
 
 
 def _direct(S, kind):
-    """Halir-Flusser reduced constrained fit on a normalised scatter matrix.
+    """Halir-Flusser reduced constrained fit on normalised scatter matrices ``(..., 6, 6)``.
 
-    Returns ``(theta (6,), ok)``; ``ok`` is False for collinear points or a rank<=1 pencil.
+    Returns ``(theta (..., 6), ok (...))``; ``ok`` is False for collinear points or a
+    rank<=1 pencil.
     """
-    dt = S.dtype
-    eps = jnp.finfo(dt).eps
-    S1, S2, S3 = S[:3, :3], S[:3, 3:], S[3:, 3:]
+    eps = jnp.finfo(S.dtype).eps
+    S1 = _entries(S, range(3), range(3))
+    S2 = _entries(S, range(3), range(3, 6))
+    S3 = _entries(S, range(3, 6), range(3, 6))
     d3 = _det3(S3)
-    well = _spread(S)
-    S3inv = _adj3(S3) / jnp.where(well, d3, 1.0)
-    T = -S3inv @ S2.T
-    M = S1 + S2 @ T
-    M = 0.5 * (M + M.T)
-    Cm = jnp.asarray(_C_BOOK if kind == "any" else _C_FITZ, dt)
+    well = d3 > 1e2 * eps  # _spread
+    inv_d3 = 1.0 / jnp.where(well, d3, 1.0)
+    S3adj = _adj3(S3)
+    # T = -S3^-1 S2^T maps the quadratic part a to the linear one; M = S1 + S2 T
+    T = [[-_dot((S3adj[i][k], S2[j][k]) for k in range(3)) * inv_d3 for j in range(3)] for i in range(3)]
+    T = _materialise(T)
+    S2T = _matmul3(S2, T)
+    M = _materialise([[S1[i][j] + 0.5 * (S2T[i][j] + S2T[j][i]) for j in range(3)] for i in range(3)])
+    Cm = _C_BOOK if kind == "any" else _C_FITZ
     c0 = _det3(M)
-    c1 = -jnp.trace(_adj3(M) @ Cm)
-    c2 = jnp.trace(M @ _adj3(Cm))
+    c1 = -_trace_prod(_adj3(M), Cm)
+    c2 = _trace_prod(M, _adj3(Cm))
     c3 = -_det3(Cm)
     roots = _cubic_roots(c0, c1, c2, c3)  # descending
     # Pencil M a = l C a with M PSD: l = a^T M a / a^T C a. For Fitzgibbon's C
     # (inertia +,-,-) exactly one l >= 0 belongs to an ellipse (the largest) and the
     # hyperbola of least cost is the negative l closest to 0 (the middle one).
     # Bookstein's C is positive definite: the least cost is the smallest l.
-    lam = {"ellipse": roots[0], "hyperbola": roots[1], "any": roots[2]}[kind]
-    a, strength = _null3(M - lam * Cm)
-    ok = well & (strength > eps * (1.0 + jnp.sum(M * M)))
-    return jnp.concatenate([a, T @ a]), ok
+    lam = _materialise({"ellipse": roots[0], "hyperbola": roots[1], "any": roots[2]}[kind])
+    a, strength = _null3([[M[i][j] - lam * Cm[i][j] if Cm[i][j] else M[i][j] for j in range(3)]
+                          for i in range(3)])
+    ok = well & (strength > eps * (1.0 + sum(M[i][j] * M[i][j] for i in range(3) for j in range(3))))
+    a = _materialise(a)
+    lin = [_dot((T[i][k], a[k]) for k in range(3)) for i in range(3)]
+    return jnp.stack(a + lin, axis=-1), ok
 
 
 def _taubin_n(S):
@@ -445,7 +554,9 @@ def _taubin_hyper(q, w, S, hyper):
 # ---------------------------------------------------------------------------
 
 class _Frame(NamedTuple):
-    center: jax.Array  # (2,)
+    """Canonical frame of conics, batch shape ``...`` (one value per conic)."""
+
+    center: jax.Array  # (..., 2)
     c: jax.Array  # cos of first-axis angle
     s: jax.Array
     a: jax.Array  # semi-axis along the first axis (major / transverse)
@@ -455,7 +566,7 @@ class _Frame(NamedTuple):
 
 def _frame(theta, rtol):
     """Canonical frame: ellipses have the major axis first, hyperbolas the transverse one."""
-    A, B, C = theta[0], theta[1], theta[2]
+    A, B, C = theta[..., 0], theta[..., 1], theta[..., 2]
     J, center, Fp, _ = _invariants(theta)
     kind = _classify(theta, rtol)
     phi = 0.5 * jnp.arctan2(B, A - C)
@@ -481,8 +592,8 @@ def _root_newton(g, lo, hi, t0, max_iter):
     ``g(t)`` returns ``(f, df, converged)``. Newton steps that would leave the
     bracket, and after the first eight iterations every fourth step, are bisections,
     so the bracket keeps halving whatever the function looks like; near the root
-    Newton is quadratic. The loop stops once every element reports convergence (a handful of
-    iterations for points near the curve) or after ``max_iter``.
+    Newton is quadratic. The loop stops once every element reports convergence or
+    after ``max_iter``.
     """
     def body(state):
         t, lo, hi, it, _ = state
@@ -501,43 +612,72 @@ def _root_newton(g, lo, hi, t0, max_iter):
     return lax.while_loop(lambda s: (s[3] < max_iter) & ~s[4], body, state)[0]
 
 
+# Halley steps every point takes before the convergence test: from t = 0 the worst
+# point of 2000 noisy (1%) ellipses has |r - 1| = 0.24, then 5e-3, 1e-6, 1e-16.
+_FAST_STEPS = 3
+
+
 def _closest_canonical(u, v, a, b, hyperbola, n_iter):
     """Closest point to (u, v) on x^2/a^2 + y^2/b^2 = 1 (ellipse, a >= b) or
     x^2/a^2 - y^2/b^2 = 1 (hyperbola), in the canonical frame.
 
-    The foot point is ``x = a^2 u / (a^2 + t)``, ``y = b^2 v / (b^2 + sigma t)`` for the
-    root t of a function that is decreasing on the bracket below (Eberly's approach),
-    found by bracketed Newton. The coordinate with the better-conditioned formula is
-    taken from it and the other from the curve equation: the point lies exactly on the
-    curve and any error is along it, which moves the distance only to second order.
+    u, v: ``(..., N)``; a, b, hyperbola: broadcastable to them. The foot point is
+    ``x = a^2 u / (a^2 + t)``, ``y = b^2 v / (b^2 + sigma t)`` for the root t of
+    ``1 - r(t)^(-1/2)`` with ``r = x^2/a^2 + sigma y^2/b^2``, a function that is
+    decreasing on the bracket below (Eberly's approach) and exactly linear for a circle.
+    Every point first takes ``_FAST_STEPS`` Halley steps from t = 0 in one fused pass
+    (two divisions and a square root each); only if some point has not converged
+    inside its bracket does the bracketed, bisection-safeguarded Newton loop run. The
+    coordinate with the better-conditioned formula is taken from t and the other from
+    the curve equation: the point lies exactly on the curve and any error is along it,
+    which moves the distance only to second order.
     """
     au, av = jnp.abs(u), jnp.abs(v)
     a2, b2 = a * a, b * b
     sig = jnp.where(hyperbola, -1.0, 1.0).astype(u.dtype)
     eps = jnp.finfo(u.dtype).eps
+    tiny = jnp.finfo(u.dtype).tiny
+
+    def terms(t):
+        """r(t) and its first two derivatives; inf or NaN outside the bracket."""
+        da, db = a2 + t, b2 + sig * t
+        inv = 1.0 / (da * db)
+        ia, ib = db * inv, da * inv
+        x2, y2 = (a * au * ia) ** 2, (b * av * ib) ** 2
+        r = x2 + sig * y2
+        return r, -2.0 * (x2 * ia + y2 * ib), 6.0 * (x2 * ia * ia + sig * y2 * ib * ib)
 
     def g(t):
         da, db = a2 + t, b2 + sig * t
-        da = jnp.where(da > 0, da, jnp.finfo(u.dtype).tiny)
-        db = jnp.where(db > 0, db, jnp.finfo(u.dtype).tiny)
+        da = jnp.where(da > 0, da, tiny)
+        db = jnp.where(db > 0, db, tiny)
         x = a * au / da
         y = b * av / db
         r = x * x + sig * y * y
         dr = -2.0 * (x * x / da + y * y / db)
         # x(t), y(t) is always on the normal through (u, v); only r = 1 remains, so
         # |r - 1| at rounding level means the foot point is found.
-        conv = jnp.abs(r - 1.0) <= 16 * eps
+        conv = (jnp.abs(r - 1.0) <= 16 * eps) | jnp.isnan(r)
         # far from the curve r ~ K / t^2, so 1 - r^(-1/2) is nearly linear in t and
         # Newton on it converges in a few steps; it has the sign of r - 1.
         pos = r > 0
-        rs = jnp.where(pos, r, 1.0)
-        inv = 1.0 / jnp.sqrt(rs)
-        return jnp.where(pos, 1.0 - inv, r - 1.0), jnp.where(pos, 0.5 * inv / rs * dr, dr), conv
+        inv = lax.rsqrt(jnp.where(pos, r, 1.0))
+        return jnp.where(pos, 1.0 - inv, r - 1.0), jnp.where(pos, 0.5 * inv * inv * inv * dr, dr), conv
 
     lo = jnp.where(hyperbola, -a2, -b2)
     hi = jnp.where(hyperbola, b2, jnp.sqrt(a2 * au * au + b2 * av * av))
     lo, hi = jnp.broadcast_arrays(lo, hi)
-    t = _root_newton(g, lo, hi, jnp.zeros_like(lo), n_iter)
+    t = jnp.zeros_like(lo)
+    for _ in range(_FAST_STEPS):
+        # Halley on 1 - 1/s, s = sqrt(r), with the powers of s multiplied out
+        r, dr, d2r = terms(t)
+        sm1 = jnp.sqrt(r) - 1.0
+        t = t - 4.0 * sm1 * dr * r / (2.0 * dr * dr - sm1 * (2.0 * r * d2r - 3.0 * dr * dr))
+    r, _, _ = terms(t)
+    # a NaN point stays NaN and must not keep the loops below running
+    fast_ok = ((jnp.abs(r - 1.0) <= 16 * eps) & (t > lo) & (t < hi)) | jnp.isnan(au + av)
+    t = lax.cond(jnp.all(fast_ok), lambda t: t,
+                 lambda t: _root_newton(g, lo, hi, jnp.where(fast_ok, t, 0.0), n_iter), t)
     dx = a2 + t
     dy = b2 + sig * t
     x_f = a2 * au / jnp.where(dx > 0, dx, 1.0)
@@ -561,48 +701,49 @@ def _n_newton(dtype) -> int:
     return 400 if jnp.dtype(dtype) == jnp.float64 else 200
 
 
-def _foot(theta, pts, rtol):
-    """Signed orthogonal distances ``(N,)``, foot points ``(N, 2)`` and the frame.
+def _foot(theta, px, py, rtol):
+    """Signed orthogonal distances ``(..., N)``, foot points ``fx, fy (..., N)`` and the frame.
 
-    Positive where the conic polynomial is positive (outside an ellipse with the
-    library's sign convention).
+    theta ``(..., 6)``; px, py ``(..., N)``. Positive where the conic polynomial is
+    positive (outside an ellipse with the library's sign convention).
     """
     fr = _frame(theta, rtol)
-    d = pts - fr.center
-    u = fr.c * d[:, 0] + fr.s * d[:, 1]
-    v = -fr.s * d[:, 0] + fr.c * d[:, 1]
-    hyp = fr.kind == HYPERBOLA
-    x, y = _closest_canonical(u, v, fr.a, fr.b, hyp, _n_newton(pts.dtype))
-    foot = fr.center + jnp.stack([fr.c * x - fr.s * y, fr.s * x + fr.c * y], axis=-1)
+    col = lambda v: v[..., None]
+    c, s, a, b = col(fr.c), col(fr.s), col(fr.a), col(fr.b)
+    dx, dy = px - col(fr.center[..., 0]), py - col(fr.center[..., 1])
+    u = c * dx + s * dy
+    v = -s * dx + c * dy
+    hyp = col(fr.kind == HYPERBOLA)
+    x, y = _closest_canonical(u, v, a, b, hyp, _n_newton(px.dtype))
+    fx = col(fr.center[..., 0]) + c * x - s * y
+    fy = col(fr.center[..., 1]) + s * x + c * y
     # Distance along the normal at the foot point rather than |p - foot|: an error of
     # the foot point along the curve then changes it only to second order, which
     # matters for points on (or very near) the curve.
-    nx, ny = x / (fr.a * fr.a), jnp.where(hyp, -y, y) / (fr.b * fr.b)
+    nx, ny = x / (a * a), jnp.where(hyp, -y, y) / (b * b)
     nn = jnp.sqrt(nx * nx + ny * ny)
     dist = jnp.abs(nx * (u - x) + ny * (v - y)) / jnp.where(nn > 0, nn, 1.0)
-    sign = jnp.sign(_design(pts) @ theta)
-    return sign * dist, foot, fr
+    return jnp.sign(_poly(theta, px, py)) * dist, fx, fy, fr
 
 
-def _grad_q(theta, p):
-    A, B, C, D, E = theta[0], theta[1], theta[2], theta[3], theta[4]
-    x, y = p[..., 0], p[..., 1]
-    return jnp.stack([2 * A * x + B * y + D, B * x + 2 * C * y + E], axis=-1)
+def _grad_q(theta, x, y):
+    """Gradient of the conic polynomial at points ``(..., N)`` -> two ``(..., N)`` arrays."""
+    A, B, C, D, E = (theta[..., i, None] for i in range(5))
+    return 2 * A * x + B * y + D, B * x + 2 * C * y + E
 
 
-def _sampson(theta, pts):
-    g = _grad_q(theta, pts)
-    gn = jnp.sqrt(jnp.sum(g * g, axis=-1))
-    val = _design(pts) @ theta
-    return jnp.where(gn > 0, val / jnp.where(gn > 0, gn, 1.0), 0.0)
+def _sampson(theta, x, y):
+    gx, gy = _grad_q(theta, x, y)
+    gn = jnp.sqrt(gx * gx + gy * gy)
+    return jnp.where(gn > 0, _poly(theta, x, y) / jnp.where(gn > 0, gn, 1.0), 0.0)
 
 
-def _distances(theta, pts, rtol):
-    """Signed distances; exact for ellipses and hyperbolas, Sampson's first-order
-    approximation for parabolas and degenerate conics (no canonical frame)."""
-    d, _, fr = _foot(theta, pts, rtol)
+def _distances(theta, x, y, rtol):
+    """Signed distances ``(..., N)``; exact for ellipses and hyperbolas, Sampson's
+    first-order approximation for parabolas and degenerate conics (no canonical frame)."""
+    d, _, _, fr = _foot(theta, x, y, rtol)
     proper = (fr.kind == ELLIPSE) | (fr.kind == HYPERBOLA)
-    return jnp.where(proper, d, _sampson(theta, pts))
+    return jnp.where(proper[..., None], d, _sampson(theta, x, y))
 
 
 # ---------------------------------------------------------------------------
@@ -617,45 +758,49 @@ def _kind_ok(kind_code, kind):
     return (kind_code == ELLIPSE) | (kind_code == HYPERBOLA)
 
 
-def _geometric(theta0, q, w, kind, max_iter, tol, rtol):
-    """Levenberg-Marquardt on sum w d_i^2 over unit-norm theta.
+def _geometric(theta0, x, y, w, kind, max_iter, tol, rtol):
+    """Levenberg-Marquardt on sum w d_i^2 over unit-norm theta, for a batch of fits.
 
-    d(theta) for a point p with foot point x* has gradient z(x*)/|grad Q(x*)|, so the
-    Jacobian needs no differentiation through the bisection. Steps that leave the
-    requested kind are rejected like steps that increase the cost.
+    theta0 ``(..., 6)``; x, y, w ``(..., N)``. d(theta) for a point p with foot point
+    x* has gradient z(x*)/|grad Q(x*)|, so the Jacobian needs no differentiation
+    through the root finding. Steps that leave the requested kind are rejected like
+    steps that increase the cost. Each fit stops on its own; the loop runs until all
+    have (or ``max_iter``), written batched rather than vmapped so that the closest-point
+    search keeps its fast path (under vmap its ``lax.cond`` would become a select).
     """
-    dt = q.dtype
+    dt = x.dtype
+    eye = jnp.eye(6, dtype=dt)
 
     def cost_of(theta):
-        d, foot, fr = _foot(theta, q, rtol)
-        good = _kind_ok(fr.kind, kind) & jnp.all(jnp.isfinite(d))
-        return jnp.where(good, jnp.sum(w * d * d), jnp.inf), d, foot
+        d, fx, fy, fr = _foot(theta, x, y, rtol)
+        good = _kind_ok(fr.kind, kind) & jnp.all(jnp.isfinite(d), axis=-1)
+        return jnp.where(good, jnp.sum(w * d * d, axis=-1), jnp.inf), d, fx, fy
 
     def body(state):
-        theta, cost, d, foot, mu, it, _ = state
-        g = _grad_q(theta, foot)
-        gn = jnp.sqrt(jnp.sum(g * g, axis=-1))
-        Jm = _design(foot) / jnp.where(gn > 0, gn, 1.0)[:, None]
-        H = (Jm * w[:, None]).T @ Jm
-        r = Jm.T @ (w * d)
-        scale = jnp.trace(H) / 6.0 + jnp.finfo(dt).tiny
+        theta, cost, d, fx, fy, mu, it, done = state
+        gx, gy = _grad_q(theta, fx, fy)
+        gn = jnp.sqrt(gx * gx + gy * gy)
+        Jm = _design(jnp.stack([fx, fy], axis=-1)) / jnp.where(gn > 0, gn, 1.0)[..., None]
+        H = jnp.einsum("...ni,...nj->...ij", Jm * w[..., None], Jm)
+        r = jnp.einsum("...ni,...n->...i", Jm, w * d)
+        scale = (jnp.trace(H, axis1=-2, axis2=-1) / 6.0 + jnp.finfo(dt).tiny)[..., None, None]
         # theta is a null direction of H (scale invariance); theta theta^T pins it.
-        Aug = H + mu * (jnp.diag(jnp.diag(H)) + 1e-12 * scale * jnp.eye(6, dtype=dt)) + scale * jnp.outer(theta, theta)
-        step = -jnp.linalg.solve(Aug, r)
-        cand = theta + step
-        cand = cand / jnp.linalg.norm(cand)
-        new_cost, new_d, new_foot = cost_of(cand)
-        better = new_cost < cost
-        keep = lambda new, old: jnp.where(better, new, old)
-        mu_n = jnp.where(better, mu * 0.3, mu * 10.0)
-        small = (cost - new_cost <= tol * cost) | (jnp.linalg.norm(step) <= tol)
-        done = (better & small) | (mu_n > 1e12) | ~jnp.isfinite(cost)
-        return (keep(cand, theta), keep(new_cost, cost), keep(new_d, d), keep(new_foot, foot), mu_n, it + 1,
-                done)
+        diag = jnp.diagonal(H, axis1=-2, axis2=-1)[..., None] * eye
+        Aug = H + mu[..., None, None] * (diag + 1e-12 * scale * eye) + scale * theta[..., :, None] * theta[..., None, :]
+        step = -jnp.linalg.solve(Aug, r[..., None])[..., 0]
+        cand = _unit(theta + step)
+        new_cost, new_d, new_fx, new_fy = cost_of(cand)
+        better = (new_cost < cost) & ~done
+        keep = lambda new, old: jnp.where(better.reshape(better.shape + (1,) * (new.ndim - better.ndim)), new, old)
+        mu_n = jnp.where(done, mu, jnp.where(better, mu * 0.3, mu * 10.0))
+        small = (cost - new_cost <= tol * cost) | (jnp.linalg.norm(step, axis=-1) <= tol)
+        done = done | (better & small) | (mu_n > 1e12) | ~jnp.isfinite(cost)
+        return (keep(cand, theta), keep(new_cost, cost), keep(new_d, d), keep(new_fx, fx), keep(new_fy, fy),
+                mu_n, it + 1, done)
 
-    cost0, d0, foot0 = cost_of(theta0)
-    state = (theta0, cost0, d0, foot0, jnp.asarray(1e-3, dt), jnp.asarray(0), ~jnp.isfinite(cost0))
-    state = lax.while_loop(lambda s: (s[5] < max_iter) & ~s[6], body, state)
+    cost0, d0, fx0, fy0 = cost_of(theta0)
+    state = (theta0, cost0, d0, fx0, fy0, jnp.full(cost0.shape, 1e-3, dt), jnp.asarray(0), ~jnp.isfinite(cost0))
+    state = lax.while_loop(lambda s: (s[6] < max_iter) & ~jnp.all(s[7]), body, state)
     return state[0]
 
 
@@ -663,46 +808,113 @@ def _geometric(theta0, q, w, kind, max_iter, tol, rtol):
 # fit
 # ---------------------------------------------------------------------------
 
-def _fit_one(p, w, kind, method, max_iter, tol):
-    dt = p.dtype
-    rtol = _rtol(dt)
-    finite = jnp.all(jnp.isfinite(p)) & jnp.all(jnp.isfinite(w))
-    p = jnp.where(jnp.isfinite(p), p, 0.0)
-    w = jnp.where(jnp.isfinite(w), w, 0.0)
-    w = jnp.where(jnp.sum(w) > 0, w, jnp.ones_like(w))
-    q, m, s = _normalise(p, w)
-    S = _scatter(q, w)
-    if method == "direct":
-        theta, ok = _direct(S, kind)
-    else:
-        theta = _taubin_hyper(q, w, S, hyper=method != "taubin")
-        ok = jnp.all(jnp.isfinite(theta)) & _spread(S)
-        if kind != "any":
-            # the unconstrained fit may have the wrong type: use the constrained one then
-            theta_d, ok_d = _direct(S, kind)
-            right = _kind_ok(_classify(theta, rtol), kind)
-            theta = jnp.where(right, theta, theta_d)
-            ok = jnp.where(right, ok, ok_d)
-        if method == "geometric":
-            theta = _geometric(theta, q, w, kind, max_iter, tol, rtol)
-    theta = jnp.where(jnp.all(jnp.isfinite(theta)), theta, jnp.zeros_like(theta).at[0].set(1.0))
+# XLA options for every conic executable (top-level calls). Fast-math reassociation
+# lets XLA's CPU backend vectorise the row reductions (the moments run ~3x faster)
+# while NaN, inf, division and library functions keep their IEEE meaning. XLA's
+# classic loop emitters compile these graphs about twice as fast as its newer fusion
+# emitters and run the per-fit 3x3 algebra (long elementwise chains) ~10x faster.
+_XLA_OPTIONS = {
+    "xla_cpu_enable_fast_math": True,
+    "xla_cpu_fast_math_honor_nans": True,
+    "xla_cpu_fast_math_honor_infs": True,
+    "xla_cpu_fast_math_honor_division": True,
+    "xla_cpu_fast_math_honor_functions": True,
+    "xla_cpu_use_fusion_emitters": False,
+}
+
+
+def _top_level() -> bool:
+    """True when not inside a jax transformation (compiler options need a top-level jit)."""
+    try:
+        from jax._src.core import trace_state_clean
+    except ImportError:  # private API moved: always take the plain jit
+        return False
+    return trace_state_clean()
+
+
+def _jit(fn=None, *, options=_XLA_OPTIONS, **kwargs):
+    """``jax.jit`` that compiles top-level calls with XLA ``options``.
+
+    Inside a user's jit/vmap/grad the function is traced into the caller's computation
+    (whose options apply), so a plain ``jax.jit`` serves those calls.
+    """
+    if fn is None:
+        return functools.partial(_jit, options=options, **kwargs)
+    plain = jax.jit(fn, **kwargs)
+    try:
+        tuned = jax.jit(fn, compiler_options=options, **kwargs)
+    except TypeError:  # jax without per-function compiler options
+        return plain
+
+    @functools.wraps(fn)
+    def call(*args, **kw):
+        return (tuned if _top_level() else plain)(*args, **kw)
+
+    return call
+
+
+# The fit runs as a few jitted stages so that each gets the XLA options that suit it,
+# and so that the per-point stages compile once for every kind and method.
+
+_stats_jit = _jit(_stats)
+
+
+@_jit(static_argnames="kind")
+def _direct_jit(mom, *, kind):
+    return _direct(_scatter(mom), kind)
+
+
+@_jit(static_argnames=("kind", "hyper"))
+def _taubin_jit(points, weights, st, *, kind, hyper):
+    """Taubin / hyper fits ``(theta (B, 6), ok (B,))``, the direct fit where their type is wrong."""
+    x, y, w = _normalised(points, weights, st)
+    S = _scatter(st.mom)
+    theta = jax.vmap(lambda S, q, w: _taubin_hyper(q, w, S, hyper=hyper))(S, jnp.stack([x, y], axis=-1), w)
+    ok = jnp.all(jnp.isfinite(theta), axis=-1) & _spread(S)
+    if kind != "any":
+        # the unconstrained fit may have the wrong type: use the constrained one then
+        theta_d, ok_d = _direct(S, kind)
+        right = _kind_ok(_classify(theta, _rtol(theta.dtype)), kind)
+        theta = jnp.where(right[:, None], theta, theta_d)
+        ok = jnp.where(right, ok, ok_d)
+    return theta, ok
+
+
+@_jit(static_argnames=("kind", "max_iter"))
+def _geometric_jit(points, weights, st, theta, tol, *, kind, max_iter):
+    x, y, w = _normalised(points, weights, st)
+    return _geometric(theta, x, y, w, kind, max_iter, tol, _rtol(theta.dtype))
+
+
+@_jit(static_argnames="residual")
+def _finish_jit(points, weights, st, theta, ok, want, *, residual):
+    """Kind codes, residuals, and coefficients mapped back to data coordinates.
+
+    ``want`` is the index of the requested kind in ``_FIT_KINDS``, traced so that one
+    compilation serves every kind.
+    """
+    rtol = _rtol(theta.dtype)
+    theta = jnp.where(jnp.all(jnp.isfinite(theta), axis=-1, keepdims=True), theta,
+                      jnp.zeros_like(theta).at[..., 0].set(1.0))
     code = _classify(theta, rtol)  # in normalised coordinates, where it is well conditioned
-    d = _distances(theta, q, rtol)
-    residual = jnp.sqrt(jnp.sum(w * d * d) / jnp.sum(w)) / s
-    theta = _canonical_sign(_denormalise(theta, m, s))
-    ok = ok & finite & _kind_ok(code, kind) & jnp.all(jnp.isfinite(theta))
-    residual = jnp.where(jnp.isfinite(residual), residual, jnp.inf)
-    return theta, code, residual, ok
-
-
-@functools.partial(jax.jit, static_argnames=("kind", "method", "max_iter"))
-def _fit_batch(points, weights, tol, *, kind, method, max_iter):
-    fn = functools.partial(_fit_one, kind=kind, method=method, max_iter=max_iter, tol=tol)
-    return jax.vmap(fn)(points, weights)
+    if residual == "none":
+        res = jnp.full(code.shape, jnp.nan, theta.dtype)
+    else:
+        x, y, w = _normalised(points, weights, st)
+        d = _distances(theta, x, y, rtol) if residual == "exact" else _sampson(theta, x, y)
+        res = jnp.sqrt(jnp.sum(w * d * d, axis=-1) / st.weight) / st.scale
+        res = jnp.where(jnp.isfinite(res), res, jnp.inf)
+    coeffs = _canonical_sign(_denormalise(theta, st.mean, st.scale))
+    proper = (code == ELLIPSE) | (code == HYPERBOLA)
+    right = jnp.where(want == 1, code == ELLIPSE, jnp.where(want == 2, code == HYPERBOLA, proper))
+    ok = ok & st.valid & right & jnp.all(jnp.isfinite(coeffs), axis=-1)
+    coeffs = jnp.where(jnp.all(jnp.isfinite(coeffs), axis=-1, keepdims=True), coeffs,
+                       jnp.zeros_like(coeffs).at[..., 0].set(1.0))
+    return coeffs, code, res, ok
 
 
 def fit(points, *, kind: str = "any", method: str = "direct", weights=None, max_iter: int = 50,
-        tol: float = 1e-10) -> ConicFit:
+        tol: float = 1e-10, residual: str = "exact") -> ConicFit:
     """Fit a conic to 2-D points, batched over leading axes.
 
     Args:
@@ -713,6 +925,10 @@ def fit(points, *, kind: str = "any", method: str = "direct", weights=None, max_
         (hyper least squares) or "geometric" (orthogonal distances, LM from "hyper").
       weights: optional ``(..., N)`` non-negative point weights.
       max_iter, tol: iteration limit and relative cost tolerance of "geometric".
+      residual: how ``ConicFit.residual`` is computed: "exact" (RMS orthogonal
+        distance; on CPU the costliest part of a direct fit), "sampson" (RMS of Sampson's
+        first-order distance, one cheap pass; close to exact for points near the
+        curve) or "none" (NaN; the fit alone, as scikit-image's ``estimate``).
 
     Returns:
       :class:`ConicFit` with ``coeffs (..., 6)``, ``kind``, ``residual``, ``ok`` ``(...)``.
@@ -729,16 +945,17 @@ def fit(points, *, kind: str = "any", method: str = "direct", weights=None, max_
     where = "conic.fit"
     check_choice(kind, _FIT_KINDS, "kind", where)
     check_choice(method, METHODS, "method", where)
+    check_choice(residual, _RESIDUALS, "residual", where)
     pts = as_float_array(points, "points", where)
     check_trailing(pts, (None, 2), "points", where)
     n = pts.shape[-2]
     if n < _MIN_POINTS:
         raise ValueError(f"{where}: argument 'points' needs at least {_MIN_POINTS} points per fit, got {n}")
-    check_finite(pts, "points", where)
+    if not isinstance(max_iter, int) or max_iter < 0:
+        raise ValueError(f"{where}: max_iter must be a non-negative int, got {max_iter!r}")
     batch = pts.shape[:-2]
-    if weights is None:
-        w = jnp.ones(pts.shape[:-1], pts.dtype)
-    else:
+    w = None
+    if weights is not None:
         w = as_float_array(weights, "weights", where, dtype=pts.dtype)
         if w.shape != pts.shape[:-1]:
             try:
@@ -746,21 +963,44 @@ def fit(points, *, kind: str = "any", method: str = "direct", weights=None, max_
             except ValueError:
                 raise ValueError(f"{where}: argument 'weights' must have shape {tuple(pts.shape[:-1])}, "
                                  f"got {tuple(w.shape)}") from None
-        check_finite(w, "weights", where)
-        if is_concrete(w) and bool(jnp.any(w < 0)):
-            raise ValueError(f"{where}: argument 'weights' must be non-negative")
-    if not isinstance(max_iter, int) or max_iter < 0:
-        raise ValueError(f"{where}: max_iter must be a non-negative int, got {max_iter!r}")
-    flat = pts.reshape((-1, n, 2))
-    wf = w.reshape((-1, n))
+    flat = pts.reshape((-1, n, 2)) if pts.ndim != 3 else pts
+    wf = None if w is None else (w.reshape((-1, n)) if w.ndim != 2 else w)
     nb = flat.shape[0]
-    # Pad to a few bucket sizes (zero-weight points, repeated fits) so that new
-    # shapes rarely trigger a new compilation.
-    flat, wf = _pad(flat, wf, _bucket(nb, 1), _bucket(n, 4))
-    theta, code, res, ok = _fit_batch(flat, wf, jnp.asarray(tol, pts.dtype), kind=kind, method=method,
-                                      max_iter=max_iter)
-    out = ConicFit(theta[:nb], code[:nb], res[:nb], ok[:nb])
-    return jax.tree_util.tree_map(lambda x: x.reshape(batch + x.shape[1:]), out)
+    if nb * n <= _BUCKET_MAX and (_bucket(nb, 1), _bucket(n, 4)) != (nb, n):
+        wf = jnp.ones((nb, n), pts.dtype) if wf is None else wf
+        flat, wf = _pad(flat, wf, _bucket(nb, 1), _bucket(n, 4))
+    st = _stats_jit(flat, wf)
+    if is_concrete(st.valid) and not np.all(np.asarray(st.valid)):
+        _raise_invalid(pts, w, where)
+    if method == "direct":
+        theta, ok = _direct_jit(st.mom, kind=kind)
+    else:
+        theta, ok = _taubin_jit(flat, wf, st, kind=kind, hyper=method != "taubin")
+    if method == "geometric":
+        theta = _geometric_jit(flat, wf, st, theta, jnp.asarray(tol, pts.dtype), kind=kind, max_iter=max_iter)
+    want = np.int32(_FIT_KINDS.index(kind))
+    out = ConicFit(*_finish_jit(flat, wf, st, theta, ok, want, residual=residual))
+    if out.ok.shape[0] != nb:
+        out = ConicFit(*(x[:nb] for x in out))
+    if batch != (nb,):
+        out = ConicFit(*(x.reshape(batch + x.shape[1:]) for x in out))
+    return out
+
+
+def _raise_invalid(pts, w, where):
+    """The ValueError for NaN/inf points or bad weights, located on the host."""
+    check_finite(pts, "points", where)
+    if w is not None:
+        check_finite(w, "weights", where)
+        if bool(jnp.any(w < 0)):
+            raise ValueError(f"{where}: argument 'weights' must be non-negative")
+    raise ValueError(f"{where}: invalid points or weights")  # not reached: the checks above name it
+
+
+# Problems up to this many points are padded to bucket sizes (zero-weight points,
+# repeated fits) so that new shapes rarely compile anew; larger ones keep their shape,
+# where the copy would cost more than the compilation saves.
+_BUCKET_MAX = 1 << 15
 
 
 def _bucket(n: int, per_octave: int) -> int:
@@ -915,30 +1155,30 @@ def residuals(coeffs, points, *, kind: str = "algebraic"):
     return _residuals(c.astype(dt), pts.astype(dt), kind)
 
 
-@functools.partial(jax.jit, static_argnums=2)
+@_jit(static_argnums=2)
 def _residuals(c, pts, kind):
     batch = jnp.broadcast_shapes(c.shape[:-1], pts.shape[:-2])
     c = jnp.broadcast_to(c, batch + (6,))
     pts = jnp.broadcast_to(pts, batch + pts.shape[-2:])
     c = _unit(c)
     if kind == "algebraic":
-        return jnp.einsum("...nk,...k->...n", _design(pts), c)
-    rtol = _rtol(c.dtype)
-
-    def one(theta, p):
-        # normalise so the frame computation is well conditioned at any data scale
-        q, m, s = _normalise(p, jnp.ones(p.shape[0], p.dtype))
-        T = _denorm_matrix_inv(m, s, theta)
-        return _distances(T, q, rtol) / s
-
-    flat = jax.vmap(one)(c.reshape((-1, 6)), pts.reshape((-1,) + pts.shape[-2:]))
-    return flat.reshape(batch + pts.shape[-2:-1])
+        return _poly(c, pts[..., 0], pts[..., 1])
+    flat_c = c.reshape((-1, 6))
+    flat_p = pts.reshape((-1,) + pts.shape[-2:])
+    # normalise so the frame computation is well conditioned at any data scale
+    ones = jnp.ones(flat_p.shape[:-1], flat_p.dtype)
+    st = _stats(flat_p, ones)
+    x, y, _ = _normalised(flat_p, ones, st)
+    T = _denorm_matrix_inv(st.mean, st.scale, flat_c)
+    d = _distances(T, x, y, _rtol(c.dtype)) / st.scale[:, None]
+    d = jnp.where(jnp.all(jnp.isfinite(flat_p), axis=-1), d, jnp.nan)  # a NaN point has no distance
+    return d.reshape(batch + pts.shape[-2:-1])
 
 
 def _denorm_matrix_inv(m, s, theta):
     """Coefficients in normalised coordinates ``u = s (x - m)`` of a data-frame conic."""
     # x = u / s + m: substitute, i.e. the inverse map of _denormalise.
-    return _unit(_denormalise(theta, -m * s, 1.0 / s))
+    return _unit(_denormalise(theta, -m * s[..., None], 1.0 / s))
 
 
 def sample(coeffs, n: int, *, t_max: float = 2.0):

@@ -370,8 +370,9 @@ def _invariants(theta):
     return J, jnp.stack([cx, cy], axis=-1), Fp, term
 
 
-def _classify(theta, rtol):
-    J, _, Fp, term = _invariants(theta)
+def _classify(theta, rtol, inv=None):
+    """Kind codes ``(...)``; ``inv`` is ``_invariants(theta)`` when already computed."""
+    J, _, Fp, term = _invariants(theta) if inv is None else inv
     A, B, C = theta[..., 0], theta[..., 1], theta[..., 2]
     quad = A * A + 0.5 * B * B + C * C
     parabolic = jnp.abs(J) <= rtol * quad
@@ -565,25 +566,38 @@ class _Frame(NamedTuple):
 
 
 def _frame(theta, rtol):
-    """Canonical frame: ellipses have the major axis first, hyperbolas the transverse one."""
+    """Canonical frame: ellipses have the major axis first, hyperbolas the transverse one.
+
+    The axis direction comes from half-angle formulas on ``(A - C, B)`` (square roots
+    only: cheaper to compile and run than arctan2, cos and sin).
+    """
     A, B, C = theta[..., 0], theta[..., 1], theta[..., 2]
-    J, center, Fp, _ = _invariants(theta)
-    kind = _classify(theta, rtol)
-    phi = 0.5 * jnp.arctan2(B, A - C)
-    h = jnp.sqrt(0.25 * (A - C) ** 2 + 0.25 * B * B)
-    l1, l2 = 0.5 * (A + C) + h, 0.5 * (A + C) - h  # eigenvalues along phi, phi + pi/2
-    safe = lambda v: jnp.where(v > 0, v, 1.0)
+    inv = _invariants(theta)
+    _, center, Fp, _ = inv
+    kind = _classify(theta, rtol, inv)
+    # (c, s) = (cos phi, sin phi), phi = atan2(B, A - C) / 2: the eigenvector of
+    # [[A, B/2], [B/2, C]] with eigenvalue l1 below; a circle (h = 0) takes phi = 0.
+    h = jnp.sqrt((A - C) ** 2 + B * B)
+    hs = jnp.where(h > 0, h, 1.0)
+    cos2 = jnp.where(h > 0, (A - C) / hs, 1.0)
+    sin2 = jnp.where(h > 0, B / hs, 0.0)
+    big = jnp.sqrt(0.5 * (1.0 + jnp.abs(cos2)))  # the larger of |cos phi|, |sin phi|
+    small = 0.5 * sin2 / big
+    pos = cos2 >= 0
+    c = jnp.where(pos, big, jnp.abs(small))
+    s = jnp.where(pos, small, jnp.where(sin2 >= 0, big, -big))
+    l1, l2 = 0.5 * (A + C + h), 0.5 * (A + C - h)  # eigenvalues along phi, phi + pi/2
     g1, g2 = -Fp / jnp.where(l1 != 0, l1, 1.0), -Fp / jnp.where(l2 != 0, l2, 1.0)
     # ellipse: g1, g2 > 0 and l1 >= l2 means axis 1 is the minor one -> swap.
     # hyperbola: exactly one of g1, g2 is positive -> that axis is transverse.
     first_is_1 = jnp.where(kind == ELLIPSE, g1 >= g2, g1 > 0)
     a2 = jnp.where(first_is_1, g1, g2)
     b2 = jnp.abs(jnp.where(first_is_1, g2, g1))
-    ang = jnp.where(first_is_1, phi, phi + 0.5 * jnp.pi)
     proper = (kind == ELLIPSE) | (kind == HYPERBOLA)
-    a = jnp.sqrt(safe(jnp.where(proper, a2, 1.0)))
-    b = jnp.sqrt(safe(jnp.where(proper, b2, 1.0)))
-    return _Frame(center, jnp.cos(ang), jnp.sin(ang), a, b, kind)
+    safe = lambda v: jnp.where(proper & (v > 0), v, 1.0)
+    # the second axis is the first turned by +90 degrees: (c, s) -> (-s, c)
+    return _Frame(center, jnp.where(first_is_1, c, -s), jnp.where(first_is_1, s, c),
+                  jnp.sqrt(safe(a2)), jnp.sqrt(safe(b2)), kind)
 
 
 def _root_newton(g, lo, hi, t0, max_iter):
@@ -701,13 +715,13 @@ def _n_newton(dtype) -> int:
     return 400 if jnp.dtype(dtype) == jnp.float64 else 200
 
 
-def _foot(theta, px, py, rtol):
+def _foot(theta, px, py, rtol, fr=None):
     """Signed orthogonal distances ``(..., N)``, foot points ``fx, fy (..., N)`` and the frame.
 
     theta ``(..., 6)``; px, py ``(..., N)``. Positive where the conic polynomial is
     positive (outside an ellipse with the library's sign convention).
     """
-    fr = _frame(theta, rtol)
+    fr = _frame(theta, rtol) if fr is None else fr
     col = lambda v: v[..., None]
     c, s, a, b = col(fr.c), col(fr.s), col(fr.a), col(fr.b)
     dx, dy = px - col(fr.center[..., 0]), py - col(fr.center[..., 1])
@@ -738,10 +752,10 @@ def _sampson(theta, x, y):
     return jnp.where(gn > 0, _poly(theta, x, y) / jnp.where(gn > 0, gn, 1.0), 0.0)
 
 
-def _distances(theta, x, y, rtol):
+def _distances(theta, x, y, rtol, fr=None):
     """Signed distances ``(..., N)``; exact for ellipses and hyperbolas, Sampson's
     first-order approximation for parabolas and degenerate conics (no canonical frame)."""
-    d, _, _, fr = _foot(theta, x, y, rtol)
+    d, _, _, fr = _foot(theta, x, y, rtol, fr)
     proper = (fr.kind == ELLIPSE) | (fr.kind == HYPERBOLA)
     return jnp.where(proper[..., None], d, _sampson(theta, x, y))
 
@@ -832,23 +846,32 @@ def _top_level() -> bool:
     return trace_state_clean()
 
 
-def _jit(fn=None, *, options=_XLA_OPTIONS, **kwargs):
-    """``jax.jit`` that compiles top-level calls with XLA ``options``.
+# Small problems (the sizes that fit() pads to buckets) compile with little XLA
+# optimisation: compilation is then 2-3x faster and the run takes microseconds anyway.
+_LIGHT_OPTIONS = {**_XLA_OPTIONS, "xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def _jit(fn=None, **kwargs):
+    """``jax.jit`` that compiles top-level calls with :data:`_XLA_OPTIONS`, or with
+    :data:`_LIGHT_OPTIONS` when called with ``light=True``.
 
     Inside a user's jit/vmap/grad the function is traced into the caller's computation
     (whose options apply), so a plain ``jax.jit`` serves those calls.
     """
     if fn is None:
-        return functools.partial(_jit, options=options, **kwargs)
+        return functools.partial(_jit, **kwargs)
     plain = jax.jit(fn, **kwargs)
     try:
-        tuned = jax.jit(fn, compiler_options=options, **kwargs)
+        tuned = jax.jit(fn, compiler_options=_XLA_OPTIONS, **kwargs)
+        light = jax.jit(fn, compiler_options=_LIGHT_OPTIONS, **kwargs)
     except TypeError:  # jax without per-function compiler options
-        return plain
+        tuned = light = plain
 
     @functools.wraps(fn)
-    def call(*args, **kw):
-        return (tuned if _top_level() else plain)(*args, **kw)
+    def call(*args, light_compile=False, **kw):
+        if not _top_level():
+            return plain(*args, **kw)
+        return (light if light_compile else tuned)(*args, **kw)
 
     return call
 
@@ -896,12 +919,13 @@ def _finish_jit(points, weights, st, theta, ok, want, *, residual):
     rtol = _rtol(theta.dtype)
     theta = jnp.where(jnp.all(jnp.isfinite(theta), axis=-1, keepdims=True), theta,
                       jnp.zeros_like(theta).at[..., 0].set(1.0))
-    code = _classify(theta, rtol)  # in normalised coordinates, where it is well conditioned
+    fr = _frame(theta, rtol)
+    code = fr.kind  # classified in normalised coordinates, where it is well conditioned
     if residual == "none":
         res = jnp.full(code.shape, jnp.nan, theta.dtype)
     else:
         x, y, w = _normalised(points, weights, st)
-        d = _distances(theta, x, y, rtol) if residual == "exact" else _sampson(theta, x, y)
+        d = _distances(theta, x, y, rtol, fr) if residual == "exact" else _sampson(theta, x, y)
         res = jnp.sqrt(jnp.sum(w * d * d, axis=-1) / st.weight) / st.scale
         res = jnp.where(jnp.isfinite(res), res, jnp.inf)
     coeffs = _canonical_sign(_denormalise(theta, st.mean, st.scale))
@@ -957,33 +981,36 @@ def fit(points, *, kind: str = "any", method: str = "direct", weights=None, max_
     w = None
     if weights is not None:
         w = as_float_array(weights, "weights", where, dtype=pts.dtype)
-        if w.shape != pts.shape[:-1]:
-            try:
-                w = jnp.broadcast_to(w, pts.shape[:-1])
-            except ValueError:
-                raise ValueError(f"{where}: argument 'weights' must have shape {tuple(pts.shape[:-1])}, "
-                                 f"got {tuple(w.shape)}") from None
-    flat = pts.reshape((-1, n, 2)) if pts.ndim != 3 else pts
-    wf = None if w is None else (w.reshape((-1, n)) if w.ndim != 2 else w)
-    nb = flat.shape[0]
-    if nb * n <= _BUCKET_MAX and (_bucket(nb, 1), _bucket(n, 4)) != (nb, n):
-        wf = jnp.ones((nb, n), pts.dtype) if wf is None else wf
-        flat, wf = _pad(flat, wf, _bucket(nb, 1), _bucket(n, 4))
-    st = _stats_jit(flat, wf)
+        try:
+            if np.broadcast_shapes(w.shape, pts.shape[:-1]) != pts.shape[:-1]:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"{where}: argument 'weights' must have shape {tuple(pts.shape[:-1])}, "
+                             f"got {tuple(w.shape)}") from None
+    nb = int(np.prod(batch, dtype=np.int64))
+    shape = (nb, n)
+    if nb * n <= _BUCKET_MAX:  # pad to bucket sizes: few distinct compilations
+        shape = (_bucket(nb, 1), _bucket(n, 4))
+    if pts.shape != shape + (2,) or (w is not None and w.shape != shape):
+        # one small compiled function rather than several eager ops (each compiles too)
+        flat, wf = _prepare(pts, w, shape=shape, light_compile=True)
+    else:
+        flat, wf = pts, w
+    light = flat.shape[0] * flat.shape[1] <= _BUCKET_MAX
+    st = _stats_jit(flat, wf, light_compile=light)
     if is_concrete(st.valid) and not np.all(np.asarray(st.valid)):
         _raise_invalid(pts, w, where)
     if method == "direct":
-        theta, ok = _direct_jit(st.mom, kind=kind)
+        theta, ok = _direct_jit(st.mom, kind=kind, light_compile=light)
     else:
-        theta, ok = _taubin_jit(flat, wf, st, kind=kind, hyper=method != "taubin")
+        theta, ok = _taubin_jit(flat, wf, st, kind=kind, hyper=method != "taubin", light_compile=light)
     if method == "geometric":
-        theta = _geometric_jit(flat, wf, st, theta, jnp.asarray(tol, pts.dtype), kind=kind, max_iter=max_iter)
+        theta = _geometric_jit(flat, wf, st, theta, jnp.asarray(tol, pts.dtype), kind=kind, max_iter=max_iter,
+                               light_compile=light)
     want = np.int32(_FIT_KINDS.index(kind))
-    out = ConicFit(*_finish_jit(flat, wf, st, theta, ok, want, residual=residual))
-    if out.ok.shape[0] != nb:
-        out = ConicFit(*(x[:nb] for x in out))
-    if batch != (nb,):
-        out = ConicFit(*(x.reshape(batch + x.shape[1:]) for x in out))
+    out = ConicFit(*_finish_jit(flat, wf, st, theta, ok, want, residual=residual, light_compile=light))
+    if out.ok.shape != batch:
+        out = _unpad(out, batch=batch, light_compile=True)
     return out
 
 
@@ -1012,15 +1039,33 @@ def _bucket(n: int, per_octave: int) -> int:
     return -(-n // step) * step
 
 
-def _pad(points, weights, nb, n):
-    b0, n0 = weights.shape
-    if n > n0:  # extra points: copies of the first one with zero weight
+@_jit(static_argnames="shape")
+def _prepare(points, weights, *, shape):
+    """Points ``(..., N, 2)`` and weights (or None) as ``(B, N, 2)`` / ``(B, N)``, padded
+    to ``shape = (B, N)``: extra points are copies of a fit's first point with zero
+    weight, extra fits copies of the first fit (dropped by :func:`_unpad`)."""
+    nb, n = shape
+    n0 = points.shape[-2]
+    if weights is not None:
+        weights = jnp.broadcast_to(weights, points.shape[:-1]).reshape((-1, n0))
+    points = points.reshape((-1, n0, 2))
+    b0 = points.shape[0]
+    if weights is None and n > n0:
+        weights = jnp.ones((b0, n0), points.dtype)
+    if n > n0:
         points = jnp.concatenate([points, jnp.broadcast_to(points[:, :1], (b0, n - n0, 2))], axis=1)
         weights = jnp.concatenate([weights, jnp.zeros((b0, n - n0), weights.dtype)], axis=1)
-    if nb > b0:  # extra fits: copies of the first one, dropped afterwards
+    if nb > b0:
         points = jnp.concatenate([points, jnp.broadcast_to(points[:1], (nb - b0,) + points.shape[1:])])
-        weights = jnp.concatenate([weights, jnp.broadcast_to(weights[:1], (nb - b0, n))])
+        if weights is not None:
+            weights = jnp.concatenate([weights, jnp.broadcast_to(weights[:1], (nb - b0, n))])
     return points, weights
+
+
+@_jit(static_argnames="batch")
+def _unpad(out, *, batch):
+    nb = int(np.prod(batch, dtype=np.int64))
+    return ConicFit(*(x[:nb].reshape(batch + x.shape[1:]) for x in out))
 
 
 # ---------------------------------------------------------------------------

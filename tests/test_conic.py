@@ -234,6 +234,10 @@ def test_zero_weights_drop_points():
         b = conic.fit(pts, kind="ellipse", method=method)
         np.testing.assert_allclose(a.coeffs, b.coeffs, atol=1e-10)
         np.testing.assert_allclose(a.residual, b.residual, rtol=1e-9)
+    # a far zero-weight point first (where the moments take their origin) changes nothing
+    far = np.concatenate([[[1e4, -1e4]], pts])
+    a = conic.fit(far, kind="ellipse", weights=np.r_[0.0, np.ones(N)])
+    np.testing.assert_allclose(a.coeffs, conic.fit(pts, kind="ellipse").coeffs, atol=1e-10)
 
 
 def test_gradient_of_direct_fit_matches_finite_differences():

@@ -29,6 +29,8 @@ def result_dtype(*dtypes) -> jnp.dtype:
 
 def as_float_array(x: Any, name: str, where: str, dtype=None) -> jax.Array:
     """Convert ``x`` to a floating JAX array (ints promote to the default float dtype)."""
+    if isinstance(x, jax.Array) and x.dtype in (jnp.float32, jnp.float64) and (dtype is None or x.dtype == dtype):
+        return x  # the common case, without the generic checks' Python overhead
     try:
         arr = jnp.asarray(x)
     except TypeError as exc:

@@ -41,6 +41,7 @@ when the values are concrete and give ``ok = False`` under ``jit``.
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -136,9 +137,10 @@ def _materialise(tree):
     return lax.optimization_barrier(tree)
 
 
-def _entries(S, rows, cols):
-    """Nested list ``[[S[..., i, j] for j in cols] for i in rows]``."""
-    return [[S[..., i, j] for j in cols] for i in rows]
+def _entries(mom, rows, cols):
+    """Block of the scatter matrix as a nested list of arrays, read from the moments
+    ``(..., 15)``: ``[[S[..., i, j] for j in cols] for i in rows]``."""
+    return [[mom[..., int(_S_INDEX[i, j])] for j in cols] for i in rows]
 
 
 def _dot(terms):
@@ -296,30 +298,64 @@ def _coords(points, weights):
     return px, py, (jnp.ones_like(px) if weights is None else weights)
 
 
+def _pivot(px, py, w):
+    """A point among the data to shift by before taking moments: the weighted mean of
+    three fixed points of each set (the first point if those weigh nothing)."""
+    n = px.shape[-1]
+    idx = sorted({0, n // 3, (2 * n) // 3})
+    tot = sum(w[..., i] for i in idx)
+    use = tot > 0
+    inv = 1.0 / jnp.where(use, tot, 1.0)
+    x0 = jnp.where(use, sum(w[..., i] * px[..., i] for i in idx) * inv, px[..., 0])
+    y0 = jnp.where(use, sum(w[..., i] * py[..., i] for i in idx) * inv, py[..., 0])
+    return x0, y0
+
+
+# central moment (a, b) from raw moments about another origin offset by (mx, my):
+# mu_ab = sum_ij C(a,i) C(b,j) (-mx)^(a-i) (-my)^(b-j) M_ij
+_CENTRAL = tuple(
+    tuple((math.comb(a, i) * math.comb(b, j), a - i, b - j, _MOM_INDEX[(i, j)])
+          for i in range(a + 1) for j in range(b + 1))
+    for a, b in _MOM_EXP)
+
+
 def _stats(points, weights):
     """Centre on the weighted mean, scale to RMS radius sqrt(2), and take the moments.
 
-    Two passes over the points: the mean, then the 15 moments of the centred points,
-    which already hold the RMS radius; the moments of the scaled points follow by
-    powers of the scale. Identical points (zero spread) keep scale 1 so nothing divides
-    by zero; zero total weight gives NaN statistics (the fit is then not ok).
+    One pass over the points: the 15 moments of the points shifted to a pivot among
+    them (so the sums stay well conditioned wherever the data sits), from which the
+    mean, the central moments (binomial expansion) and the RMS radius follow; the
+    moments of the scaled points then follow by powers of the scale. Identical points
+    (zero spread) keep scale 1 so nothing divides by zero; zero total weight gives NaN
+    statistics and non-finite or negative values mark the fit invalid.
     """
     px, py, w = _coords(points, weights)
-    W, sx, sy, neg = _row_sums(w, w * px, w * py, jnp.minimum(w, 0.0))
-    valid = jnp.isfinite(W) & jnp.isfinite(sx) & jnp.isfinite(sy) & (neg == 0) & (W > 0)
-    mx, my = sx / W, sy / W
-    dx, dy = px - mx[..., None], py - my[..., None]
-    x2, y2 = dx * dx, dy * dy
-    wx = (w, w * dx, w * x2, w * x2 * dx, w * x2 * x2)
-    yp = (None, dy, y2, y2 * dy, y2 * y2)
-    mom = jnp.stack(_row_sums(*(wx[a] if b == 0 else wx[a] * yp[b] for a, b in _MOM_EXP)), axis=-1)
-    mom = mom / W[..., None]
-    r2 = mom[..., _MOM_INDEX[(2, 0)]] + mom[..., _MOM_INDEX[(0, 2)]]
+    x0, y0 = _pivot(px, py, w)
+    ex, ey = px - x0[..., None], py - y0[..., None]
+    x2, y2 = ex * ex, ey * ey
+    wx = (w, w * ex, w * x2, w * x2 * ex, w * x2 * x2)
+    yp = (None, ey, y2, y2 * ey, y2 * y2)
+    *raw, neg = _row_sums(*(wx[a] if b == 0 else wx[a] * yp[b] for a, b in _MOM_EXP), jnp.minimum(w, 0.0))
+    W = raw[0]
+    valid = jnp.isfinite(W) & (neg == 0) & (W > 0)
+    for m in raw:
+        valid = valid & jnp.isfinite(m)
+    raw = [m / W for m in raw]
+    mx, my = raw[_MOM_INDEX[(1, 0)]], raw[_MOM_INDEX[(0, 1)]]
+    px_pow, py_pow = [1.0, -mx], [1.0, -my]
+    for _ in range(3):
+        px_pow.append(px_pow[-1] * -mx)
+        py_pow.append(py_pow[-1] * -my)
+    mom = [sum(c * px_pow[i] * py_pow[j] * raw[k] if c != 1 or i or j else raw[k]
+               for c, i, j, k in terms) for terms in _CENTRAL]
+    mom = [jnp.zeros_like(W) if (a, b) in ((1, 0), (0, 1)) else m for (a, b), m in zip(_MOM_EXP, mom)]
+    r2 = mom[_MOM_INDEX[(2, 0)]] + mom[_MOM_INDEX[(0, 2)]]
     tiny = jnp.finfo(px.dtype).tiny * 1e4
     s = jnp.where(r2 > tiny, jnp.sqrt(2.0 / jnp.where(r2 > tiny, r2, 1.0)), 1.0)
-    s2 = s * s
-    mom = mom * jnp.stack([jnp.ones_like(s), s, s2, s2 * s, s2 * s2], axis=-1)[..., _MOM_DEGREE]
-    return _Stats(jnp.stack([mx, my], axis=-1), s, W, mom, valid)
+    s_pow = [jnp.ones_like(s), s, s * s]
+    s_pow += [s_pow[2] * s, s_pow[2] * s_pow[2]]
+    mom = jnp.stack([m * s_pow[a + b] for (a, b), m in zip(_MOM_EXP, mom)], axis=-1)
+    return _Stats(jnp.stack([x0 + mx, y0 + my], axis=-1), s, W, mom, valid)
 
 
 def _normalised(points, weights, st):
@@ -418,25 +454,25 @@ _C_FITZ = ((0.0, 0.0, 2.0), (0.0, -1.0, 0.0), (2.0, 0.0, 0.0))
 _C_BOOK = ((1.0, 0.0, 0.0), (0.0, 0.5, 0.0), (0.0, 0.0, 1.0))
 
 
-def _spread(S):
-    """False for collinear (or identical) points; S ``(..., 6, 6)``.
+def _spread(mom):
+    """False for collinear (or identical) points; mom ``(..., 15)``.
 
     ``S[3:, 3:]`` is the scatter of (x, y, 1); with trace ~ 3 after normalisation its
     determinant vanishes exactly when the points are collinear.
     """
-    return _det3(_entries(S, range(3, 6), range(3, 6))) > 1e2 * jnp.finfo(S.dtype).eps
+    return _det3(_entries(mom, range(3, 6), range(3, 6))) > 1e2 * jnp.finfo(mom.dtype).eps
 
 
-def _direct(S, kind):
-    """Halir-Flusser reduced constrained fit on normalised scatter matrices ``(..., 6, 6)``.
+def _direct(mom, kind):
+    """Halir-Flusser reduced constrained fit from the moments ``(..., 15)`` of normalised points.
 
     Returns ``(theta (..., 6), ok (...))``; ``ok`` is False for collinear points or a
     rank<=1 pencil.
     """
-    eps = jnp.finfo(S.dtype).eps
-    S1 = _entries(S, range(3), range(3))
-    S2 = _entries(S, range(3), range(3, 6))
-    S3 = _entries(S, range(3, 6), range(3, 6))
+    eps = jnp.finfo(mom.dtype).eps
+    S1 = _entries(mom, range(3), range(3))
+    S2 = _entries(mom, range(3), range(3, 6))
+    S3 = _entries(mom, range(3, 6), range(3, 6))
     d3 = _det3(S3)
     well = d3 > 1e2 * eps  # _spread
     inv_d3 = 1.0 / jnp.where(well, d3, 1.0)
@@ -884,7 +920,7 @@ _stats_jit = _jit(_stats)
 
 @_jit(static_argnames="kind")
 def _direct_jit(mom, *, kind):
-    return _direct(_scatter(mom), kind)
+    return _direct(mom, kind)
 
 
 @_jit(static_argnames=("kind", "hyper"))
@@ -893,10 +929,10 @@ def _taubin_jit(points, weights, st, *, kind, hyper):
     x, y, w = _normalised(points, weights, st)
     S = _scatter(st.mom)
     theta = jax.vmap(lambda S, q, w: _taubin_hyper(q, w, S, hyper=hyper))(S, jnp.stack([x, y], axis=-1), w)
-    ok = jnp.all(jnp.isfinite(theta), axis=-1) & _spread(S)
+    ok = jnp.all(jnp.isfinite(theta), axis=-1) & _spread(st.mom)
     if kind != "any":
         # the unconstrained fit may have the wrong type: use the constrained one then
-        theta_d, ok_d = _direct(S, kind)
+        theta_d, ok_d = _direct(st.mom, kind)
         right = _kind_ok(_classify(theta, _rtol(theta.dtype)), kind)
         theta = jnp.where(right[:, None], theta, theta_d)
         ok = jnp.where(right, ok, ok_d)
@@ -998,8 +1034,6 @@ def fit(points, *, kind: str = "any", method: str = "direct", weights=None, max_
         flat, wf = pts, w
     light = flat.shape[0] * flat.shape[1] <= _BUCKET_MAX
     st = _stats_jit(flat, wf, light_compile=light)
-    if is_concrete(st.valid) and not np.all(np.asarray(st.valid)):
-        _raise_invalid(pts, w, where)
     if method == "direct":
         theta, ok = _direct_jit(st.mom, kind=kind, light_compile=light)
     else:
@@ -1009,6 +1043,9 @@ def fit(points, *, kind: str = "any", method: str = "direct", weights=None, max_
                                light_compile=light)
     want = np.int32(_FIT_KINDS.index(kind))
     out = ConicFit(*_finish_jit(flat, wf, st, theta, ok, want, residual=residual, light_compile=light))
+    # checked last, so that waiting for the device does not hold up dispatching the stages
+    if is_concrete(st.valid) and not np.all(np.asarray(st.valid)):
+        _raise_invalid(pts, w, where)
     if out.ok.shape != batch:
         out = _unpad(out, batch=batch, light_compile=True)
     return out

@@ -131,12 +131,6 @@ def kind_name(kind) -> str | list:
 # even batched 3x3 matrix products, cost XLA's CPU backend far more than these few
 # fused elementwise kernels.
 
-def _materialise(tree):
-    """Make XLA compute these values once: its fusion would otherwise duplicate the long
-    elementwise chains behind them into every consumer, which multiplies the work."""
-    return lax.optimization_barrier(tree)
-
-
 def _entries(mom, rows, cols):
     """Block of the scatter matrix as a nested list of arrays, read from the moments
     ``(..., 15)``: ``[[S[..., i, j] for j in cols] for i in rows]``."""
@@ -199,8 +193,8 @@ def _null3(X):
     return [jnp.where(safe, v[0] * inv, 1.0), jnp.where(safe, v[1] * inv, 0.0), jnp.where(safe, v[2] * inv, 0.0)], n
 
 
-def _cubic_roots(c0, c1, c2, c3):
-    """Real roots of ``c3 l^3 + c2 l^2 + c1 l + c0`` (all real), descending, as 3 arrays.
+def _cubic_root(c0, c1, c2, c3, k):
+    """The ``k``-th largest (0, 1 or 2) real root of ``c3 l^3 + c2 l^2 + c1 l + c0`` (all real).
 
     Trigonometric form, then two Newton steps on the original polynomial to undo
     the cancellation of ``t - a2/3`` for a root near zero (the noise-free case).
@@ -213,19 +207,16 @@ def _cubic_roots(c0, c1, c2, c3):
     denom = jnp.where(r > 0, 2.0 * r ** 3, 1.0)
     arg = jnp.clip(jnp.where(r > 0, -q / denom, 1.0), -1.0, 1.0)
     phi = jnp.arccos(arg) / 3.0
-    roots = []
-    for k in range(3):
-        x = 2.0 * r * jnp.cos(phi - 2.0 * np.pi * k / 3.0) - a2 / 3.0
-        for _ in range(2):
-            f = ((x + a2) * x + a1) * x + a0
-            df = (3.0 * x + 2.0 * a2) * x + a1
-            ok = jnp.abs(df) > 0
-            x_new = x - jnp.where(ok, f / jnp.where(ok, df, 1.0), 0.0)
-            f_new = ((x_new + a2) * x_new + a1) * x_new + a0
-            # keep a step only if it does not make |f| worse (it never should near a simple root)
-            x = jnp.where(jnp.abs(f_new) <= jnp.abs(f), x_new, x)
-        roots.append(x)
-    return roots
+    x = 2.0 * r * jnp.cos(phi - 2.0 * np.pi * k / 3.0) - a2 / 3.0
+    for _ in range(2):
+        f = ((x + a2) * x + a1) * x + a0
+        df = (3.0 * x + 2.0 * a2) * x + a1
+        ok = jnp.abs(df) > 0
+        x_new = x - jnp.where(ok, f / jnp.where(ok, df, 1.0), 0.0)
+        f_new = ((x_new + a2) * x_new + a1) * x_new + a0
+        # keep a step only if it does not make |f| worse (it never should near a simple root)
+        x = jnp.where(jnp.abs(f_new) <= jnp.abs(f), x_new, x)
+    return x
 
 
 # ---------------------------------------------------------------------------
@@ -479,24 +470,21 @@ def _direct(mom, kind):
     S3adj = _adj3(S3)
     # T = -S3^-1 S2^T maps the quadratic part a to the linear one; M = S1 + S2 T
     T = [[-_dot((S3adj[i][k], S2[j][k]) for k in range(3)) * inv_d3 for j in range(3)] for i in range(3)]
-    T = _materialise(T)
     S2T = _matmul3(S2, T)
-    M = _materialise([[S1[i][j] + 0.5 * (S2T[i][j] + S2T[j][i]) for j in range(3)] for i in range(3)])
+    M = [[S1[i][j] + 0.5 * (S2T[i][j] + S2T[j][i]) for j in range(3)] for i in range(3)]
     Cm = _C_BOOK if kind == "any" else _C_FITZ
     c0 = _det3(M)
     c1 = -_trace_prod(_adj3(M), Cm)
     c2 = _trace_prod(M, _adj3(Cm))
     c3 = -_det3(Cm)
-    roots = _cubic_roots(c0, c1, c2, c3)  # descending
     # Pencil M a = l C a with M PSD: l = a^T M a / a^T C a. For Fitzgibbon's C
     # (inertia +,-,-) exactly one l >= 0 belongs to an ellipse (the largest) and the
     # hyperbola of least cost is the negative l closest to 0 (the middle one).
     # Bookstein's C is positive definite: the least cost is the smallest l.
-    lam = _materialise({"ellipse": roots[0], "hyperbola": roots[1], "any": roots[2]}[kind])
+    lam = _cubic_root(c0, c1, c2, c3, {"ellipse": 0, "hyperbola": 1, "any": 2}[kind])
     a, strength = _null3([[M[i][j] - lam * Cm[i][j] if Cm[i][j] else M[i][j] for j in range(3)]
                           for i in range(3)])
     ok = well & (strength > eps * (1.0 + sum(M[i][j] * M[i][j] for i in range(3) for j in range(3))))
-    a = _materialise(a)
     lin = [_dot((T[i][k], a[k]) for k in range(3)) for i in range(3)]
     return jnp.stack(a + lin, axis=-1), ok
 

@@ -971,7 +971,9 @@ def fit(points, *, kind: str = "any", method: str = "direct", weights=None, max_
         "hyperbola" (4AC - B^2 < 0 enforced).
       method: "direct" (constrained algebraic, Halir-Flusser), "taubin", "hyper"
         (hyper least squares) or "geometric" (orthogonal distances, LM from "hyper").
-      weights: optional ``(..., N)`` non-negative point weights.
+      weights: optional ``(..., N)`` non-negative point weights (broadcastable). Under
+        ``jit``, where they cannot raise, negative, NaN or all-zero weights give
+        ``ok = False`` for that fit.
       max_iter, tol: iteration limit and relative cost tolerance of "geometric".
       residual: how ``ConicFit.residual`` is computed: "exact" (RMS orthogonal
         distance; on CPU the costliest part of a direct fit), "sampson" (RMS of Sampson's
@@ -982,8 +984,14 @@ def fit(points, *, kind: str = "any", method: str = "direct", weights=None, max_
       :class:`ConicFit` with ``coeffs (..., 6)``, ``kind``, ``residual``, ``ok`` ``(...)``.
 
     Raises:
-      ValueError: last axis not 2, fewer than 5 points, unknown kind/method, negative or
-        mis-shaped weights, or (for concrete input) NaN/inf points.
+      ValueError: last axis not 2, fewer than 5 points, unknown kind/method/residual,
+        mis-shaped weights, or (for concrete input) NaN/inf points or negative weights.
+
+    Performance: the fit runs as a few jitted stages (compiled once per shape; the
+    per-point stages are shared by every kind). Problems of up to 32k points are padded
+    to a few bucket sizes and compiled with light XLA optimisation; larger ones keep
+    their shape. Call it directly on arrays; wrapping it in ``jax.jit`` also works (it
+    then becomes part of the caller's computation).
 
     Example:
       >>> t = jnp.linspace(0, 2 * jnp.pi, 20)

@@ -891,11 +891,18 @@ def _jit(fn=None, **kwargs):
     except TypeError:  # jax without per-function compiler options
         tuned = light = plain
 
+    usable = [True]  # False once this XLA build has refused an option
+
     @functools.wraps(fn)
     def call(*args, light_compile=False, **kw):
-        if not _top_level():
-            return plain(*args, **kw)
-        return (light if light_compile else tuned)(*args, **kw)
+        if usable[0] and _top_level():
+            try:
+                return (light if light_compile else tuned)(*args, **kw)
+            except Exception as exc:  # an older XLA without one of the options
+                if "compile option" not in str(exc):
+                    raise
+                usable[0] = False
+        return plain(*args, **kw)
 
     return call
 

@@ -302,18 +302,12 @@ def _pivot(px, py, w):
     return x0, y0
 
 
-# Central moment (a, b) from raw moments about another origin offset by (mx, my):
-# mu_ab = sum_ij C(a,i) C(b,j) (-mx)^(a-i) (-my)^(b-j) M_ij, as a (15, 9) table of terms
-# (padded with zero coefficients) so that the shift is a few vectorised ops.
-def _central_table():
-    rows = [[(math.comb(a, i) * math.comb(b, j), a - i, b - j, _MOM_INDEX[(i, j)])
-             for i in range(a + 1) for j in range(b + 1)] for a, b in _MOM_EXP]
-    width = max(len(r) for r in rows)
-    rows = [r + [(0, 0, 0, 0)] * (width - len(r)) for r in rows]
-    return tuple(np.array([[t[c] for t in r] for r in rows]) for c in range(4))
-
-
-_CENTRAL_COEF, _CENTRAL_PX, _CENTRAL_PY, _CENTRAL_RAW = _central_table()
+# central moment (a, b) from raw moments about another origin offset by (mx, my):
+# mu_ab = sum_ij C(a,i) C(b,j) (-mx)^(a-i) (-my)^(b-j) M_ij
+_CENTRAL = tuple(
+    tuple((math.comb(a, i) * math.comb(b, j), a - i, b - j, _MOM_INDEX[(i, j)])
+          for i in range(a + 1) for j in range(b + 1))
+    for a, b in _MOM_EXP)
 
 
 def _stats(points, weights):
@@ -337,17 +331,21 @@ def _stats(points, weights):
     valid = jnp.isfinite(W) & (neg == 0) & (W > 0)
     for m in raw:
         valid = valid & jnp.isfinite(m)
-    raw = jnp.stack(raw, axis=-1) / W[..., None]  # (..., 15) moments about the pivot
-    mx, my = raw[..., _MOM_INDEX[(1, 0)]], raw[..., _MOM_INDEX[(0, 1)]]
-    powers = lambda v: jnp.stack([jnp.ones_like(v), v, v * v, v * v * v, (v * v) * (v * v)], axis=-1)
-    mom = jnp.sum(_CENTRAL_COEF.astype(px.dtype) * powers(-mx)[..., _CENTRAL_PX] * powers(-my)[..., _CENTRAL_PY]
-                  * raw[..., _CENTRAL_RAW], axis=-1)
-    first = np.array([_MOM_INDEX[(1, 0)], _MOM_INDEX[(0, 1)]])
-    mom = mom.at[..., first].set(0.0)  # exactly zero about the mean
-    r2 = mom[..., _MOM_INDEX[(2, 0)]] + mom[..., _MOM_INDEX[(0, 2)]]
+    raw = [m / W for m in raw]
+    mx, my = raw[_MOM_INDEX[(1, 0)]], raw[_MOM_INDEX[(0, 1)]]
+    px_pow, py_pow = [1.0, -mx], [1.0, -my]
+    for _ in range(3):
+        px_pow.append(px_pow[-1] * -mx)
+        py_pow.append(py_pow[-1] * -my)
+    mom = [sum(c * px_pow[i] * py_pow[j] * raw[k] if c != 1 or i or j else raw[k]
+               for c, i, j, k in terms) for terms in _CENTRAL]
+    mom = [jnp.zeros_like(W) if (a, b) in ((1, 0), (0, 1)) else m for (a, b), m in zip(_MOM_EXP, mom)]
+    r2 = mom[_MOM_INDEX[(2, 0)]] + mom[_MOM_INDEX[(0, 2)]]
     tiny = jnp.finfo(px.dtype).tiny * 1e4
     s = jnp.where(r2 > tiny, jnp.sqrt(2.0 / jnp.where(r2 > tiny, r2, 1.0)), 1.0)
-    mom = mom * powers(s)[..., _MOM_DEGREE]
+    s_pow = [jnp.ones_like(s), s, s * s]
+    s_pow += [s_pow[2] * s, s_pow[2] * s_pow[2]]
+    mom = jnp.stack([m * s_pow[a + b] for (a, b), m in zip(_MOM_EXP, mom)], axis=-1)
     return _Stats(jnp.stack([x0 + mx, y0 + my], axis=-1), s, W, mom, valid)
 
 

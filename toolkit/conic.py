@@ -333,11 +333,11 @@ def _stats(points, weights):
         valid = valid & jnp.isfinite(m)
     raw = [m / W for m in raw]
     mx, my = raw[_MOM_INDEX[(1, 0)]], raw[_MOM_INDEX[(0, 1)]]
-    px_pow, py_pow = [1.0, -mx], [1.0, -my]
+    mx_pow, my_pow = [1.0, -mx], [1.0, -my]
     for _ in range(3):
-        px_pow.append(px_pow[-1] * -mx)
-        py_pow.append(py_pow[-1] * -my)
-    mom = [sum(c * px_pow[i] * py_pow[j] * raw[k] if c != 1 or i or j else raw[k]
+        mx_pow.append(mx_pow[-1] * -mx)
+        my_pow.append(my_pow[-1] * -my)
+    mom = [sum(c * mx_pow[i] * my_pow[j] * raw[k] if c != 1 or i or j else raw[k]
                for c, i, j, k in terms) for terms in _CENTRAL]
     mom = [jnp.zeros_like(W) if (a, b) in ((1, 0), (0, 1)) else m for (a, b), m in zip(_MOM_EXP, mom)]
     r2 = mom[_MOM_INDEX[(2, 0)]] + mom[_MOM_INDEX[(0, 2)]]
@@ -877,7 +877,7 @@ _LIGHT_OPTIONS = {**_XLA_OPTIONS, "xla_backend_optimization_level": 0, "xla_llvm
 
 def _jit(fn=None, **kwargs):
     """``jax.jit`` that compiles top-level calls with :data:`_XLA_OPTIONS`, or with
-    :data:`_LIGHT_OPTIONS` when called with ``light=True``.
+    :data:`_LIGHT_OPTIONS` when called with ``light_compile=True``.
 
     Inside a user's jit/vmap/grad the function is traced into the caller's computation
     (whose options apply), so a plain ``jax.jit`` serves those calls.
@@ -907,8 +907,8 @@ def _jit(fn=None, **kwargs):
     return call
 
 
-# The fit runs as a few jitted stages so that each gets the XLA options that suit it,
-# and so that the per-point stages compile once for every kind and method.
+# The fit runs as a few jitted stages so that the per-point ones (moments, residuals)
+# compile once for every kind and method.
 
 _stats_jit = _jit(_stats)
 

@@ -948,8 +948,7 @@ def _finish_jit(points, weights, st, theta, ok, want, *, residual):
     compilation serves every kind.
     """
     rtol = _rtol(theta.dtype)
-    theta = jnp.where(jnp.all(jnp.isfinite(theta), axis=-1, keepdims=True), theta,
-                      jnp.zeros_like(theta).at[..., 0].set(1.0))
+    theta = _finite_or_x2(theta)
     fr = _frame(theta, rtol)
     code = fr.kind  # classified in normalised coordinates, where it is well conditioned
     if residual == "none":
@@ -963,9 +962,13 @@ def _finish_jit(points, weights, st, theta, ok, want, *, residual):
     proper = (code == ELLIPSE) | (code == HYPERBOLA)
     right = jnp.where(want == 1, code == ELLIPSE, jnp.where(want == 2, code == HYPERBOLA, proper))
     ok = ok & st.valid & right & jnp.all(jnp.isfinite(coeffs), axis=-1)
-    coeffs = jnp.where(jnp.all(jnp.isfinite(coeffs), axis=-1, keepdims=True), coeffs,
-                       jnp.zeros_like(coeffs).at[..., 0].set(1.0))
-    return coeffs, code, res, ok
+    return _finite_or_x2(coeffs), code, res, ok
+
+
+def _finite_or_x2(theta):
+    """Coefficients ``(..., 6)`` with non-finite rows replaced by x^2 = 0 (degenerate)."""
+    return jnp.where(jnp.all(jnp.isfinite(theta), axis=-1, keepdims=True), theta,
+                     jnp.zeros_like(theta).at[..., 0].set(1.0))
 
 
 def fit(points, *, kind: str = "any", method: str = "direct", weights=None, max_iter: int = 50,

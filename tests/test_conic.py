@@ -362,8 +362,10 @@ def test_invalid_weights_under_jit_are_flagged_not_nan():
 def test_xla_build_without_an_option_falls_back_to_plain_jit(monkeypatch):
     # the fit's stages ask XLA for per-executable options; an XLA that lacks one must
     # still run them (with its defaults), not fail
-    monkeypatch.setattr(conic, "_XLA_OPTIONS", {"xla_option_that_does_not_exist": True})
-    monkeypatch.setattr(conic, "_LIGHT_OPTIONS", {"xla_option_that_does_not_exist": True})
-    f = conic._jit(lambda x: 2 * x)
+    from toolkit import _xla
+
+    monkeypatch.setattr(_xla, "XLA_OPTIONS", {"xla_option_that_does_not_exist": True})
+    monkeypatch.setattr(_xla, "LIGHT_OPTIONS", {"xla_option_that_does_not_exist": True})
+    f = _xla.tuned_jit(lambda x: 2 * x)
     for light in (False, True):
         np.testing.assert_array_equal(f(jnp.arange(3.0), light_compile=light), [0.0, 2.0, 4.0])

@@ -50,6 +50,7 @@ import numpy as np
 from jax import lax
 
 from ._checks import as_float_array, check_choice, check_finite, check_trailing, is_concrete, result_dtype
+from ._xla import row_sums as _row_sums, tuned_jit as _jit
 
 __all__ = [
     "fit",
@@ -246,20 +247,6 @@ def _poly(theta, x, y):
     """
     A, B, C, D, E, F = (theta[..., i, None] for i in range(6))
     return (A * x + B * y + D) * x + (C * y + E) * y + F
-
-
-@jax.custom_jvp
-def _row_sums(*terms):
-    """Sums over the last axis of several same-shaped arrays in one variadic reduction,
-    so XLA reads the data once instead of once per sum."""
-    zeros = tuple(jnp.zeros((), t.dtype) for t in terms)
-    return lax.reduce(terms, zeros, lambda a, b: tuple(i + j for i, j in zip(a, b)), (terms[0].ndim - 1,))
-
-
-@_row_sums.defjvp
-def _row_sums_jvp(primals, tangents):
-    # a reduction with a custom body has no transpose rule: differentiate plain sums
-    return _row_sums(*primals), tuple(jnp.sum(t, axis=-1) for t in tangents)
 
 
 class _Stats(NamedTuple):
@@ -845,67 +832,6 @@ def _geometric(theta0, x, y, w, kind, max_iter, tol, rtol):
 # ---------------------------------------------------------------------------
 # fit
 # ---------------------------------------------------------------------------
-
-# XLA options for every conic executable (top-level calls). Fast-math reassociation
-# lets XLA's CPU backend vectorise the row reductions (the moments run ~3x faster)
-# while NaN, inf, division and library functions keep their IEEE meaning. XLA's
-# classic loop emitters compile these graphs about twice as fast as its newer fusion
-# emitters and run the per-fit 3x3 algebra (long elementwise chains) ~10x faster.
-_XLA_OPTIONS = {
-    "xla_cpu_enable_fast_math": True,
-    "xla_cpu_fast_math_honor_nans": True,
-    "xla_cpu_fast_math_honor_infs": True,
-    "xla_cpu_fast_math_honor_division": True,
-    "xla_cpu_fast_math_honor_functions": True,
-    "xla_cpu_use_fusion_emitters": False,
-}
-
-
-def _top_level() -> bool:
-    """True when not inside a jax transformation (compiler options need a top-level jit)."""
-    try:
-        from jax._src.core import trace_state_clean
-    except ImportError:  # private API moved: always take the plain jit
-        return False
-    return trace_state_clean()
-
-
-# Small problems (the sizes that fit() pads to buckets) compile with little XLA
-# optimisation: compilation is then 2-3x faster and the run takes microseconds anyway.
-_LIGHT_OPTIONS = {**_XLA_OPTIONS, "xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-
-
-def _jit(fn=None, **kwargs):
-    """``jax.jit`` that compiles top-level calls with :data:`_XLA_OPTIONS`, or with
-    :data:`_LIGHT_OPTIONS` when called with ``light_compile=True``.
-
-    Inside a user's jit/vmap/grad the function is traced into the caller's computation
-    (whose options apply), so a plain ``jax.jit`` serves those calls.
-    """
-    if fn is None:
-        return functools.partial(_jit, **kwargs)
-    plain = jax.jit(fn, **kwargs)
-    try:
-        tuned = jax.jit(fn, compiler_options=_XLA_OPTIONS, **kwargs)
-        light = jax.jit(fn, compiler_options=_LIGHT_OPTIONS, **kwargs)
-    except TypeError:  # jax without per-function compiler options
-        tuned = light = plain
-
-    usable = [True]  # False once this XLA build has refused an option
-
-    @functools.wraps(fn)
-    def call(*args, light_compile=False, **kw):
-        if usable[0] and _top_level():
-            try:
-                return (light if light_compile else tuned)(*args, **kw)
-            except Exception as exc:  # an older XLA without one of the options
-                if "compile option" not in str(exc):
-                    raise
-                usable[0] = False
-        return plain(*args, **kw)
-
-    return call
-
 
 # The fit runs as a few jitted stages so that the per-point ones (moments, residuals)
 # compile once for every kind and method.

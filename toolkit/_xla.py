@@ -1,0 +1,87 @@
+"""XLA-level helpers shared by the modules: one-pass reductions and jits compiled with
+tuned XLA options at top level.
+
+Measured on XLA's CPU backend (2 cores): separate ``jnp.sum`` calls read the data once
+each, while one variadic reduction reads it once for all; fast-math reassociation lets
+those reductions vectorise; the classic loop emitters compile long elementwise graphs
+about twice as fast as the newer fusion emitters and run small per-fit algebra ~10x
+faster.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+__all__ = ["row_sums", "tuned_jit", "top_level", "XLA_OPTIONS", "LIGHT_OPTIONS"]
+
+# Fast-math, but NaN, inf, division and library functions keep their IEEE meaning.
+XLA_OPTIONS = {
+    "xla_cpu_enable_fast_math": True,
+    "xla_cpu_fast_math_honor_nans": True,
+    "xla_cpu_fast_math_honor_infs": True,
+    "xla_cpu_fast_math_honor_division": True,
+    "xla_cpu_fast_math_honor_functions": True,
+    "xla_cpu_use_fusion_emitters": False,
+}
+
+# For small problems: compilation is 2-3x faster and the run takes microseconds anyway.
+LIGHT_OPTIONS = {**XLA_OPTIONS, "xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+@jax.custom_jvp
+def row_sums(*terms):
+    """Sums over the last axis of several same-shaped arrays in one variadic reduction,
+    so XLA reads the data once instead of once per sum."""
+    zeros = tuple(jnp.zeros((), t.dtype) for t in terms)
+    return lax.reduce(terms, zeros, lambda a, b: tuple(i + j for i, j in zip(a, b)), (terms[0].ndim - 1,))
+
+
+@row_sums.defjvp
+def _row_sums_jvp(primals, tangents):
+    # a reduction with a custom body has no transpose rule: differentiate plain sums
+    return row_sums(*primals), tuple(jnp.sum(t, axis=-1) for t in tangents)
+
+
+def top_level() -> bool:
+    """True when not inside a jax transformation (compiler options need a top-level jit)."""
+    try:
+        from jax._src.core import trace_state_clean
+    except ImportError:  # private API moved: always take the plain jit
+        return False
+    return trace_state_clean()
+
+
+def tuned_jit(fn=None, **kwargs):
+    """``jax.jit`` that compiles top-level calls with :data:`XLA_OPTIONS`, or with
+    :data:`LIGHT_OPTIONS` when called with ``light_compile=True``.
+
+    Inside a user's jit/vmap/grad the function is traced into the caller's computation
+    (whose options apply), so a plain ``jax.jit`` serves those calls; so does it where
+    this jax or XLA lacks per-function options or one of these options.
+    """
+    if fn is None:
+        return functools.partial(tuned_jit, **kwargs)
+    plain = jax.jit(fn, **kwargs)
+    try:
+        tuned = jax.jit(fn, compiler_options=XLA_OPTIONS, **kwargs)
+        light = jax.jit(fn, compiler_options=LIGHT_OPTIONS, **kwargs)
+    except TypeError:  # jax without per-function compiler options
+        tuned = light = plain
+
+    usable = [True]  # False once this XLA build has refused an option
+
+    @functools.wraps(fn)
+    def call(*args, light_compile=False, **kw):
+        if usable[0] and top_level():
+            try:
+                return (light if light_compile else tuned)(*args, **kw)
+            except Exception as exc:  # an older XLA without one of the options
+                if "compile option" not in str(exc):
+                    raise
+                usable[0] = False
+        return plain(*args, **kw)
+
+    return call

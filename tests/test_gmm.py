@@ -189,3 +189,20 @@ def test_both_full_covariance_paths_match_sklearn(k):
     g, info = gmm.fit(jax.random.key(0), X, k, init=g0, max_iter=6, tol=0.0)
     np.testing.assert_allclose(info.lower_bound, sk.lower_bound_, rtol=1e-10)
     np.testing.assert_allclose(g.covariances, sk.covariances_, rtol=1e-8, atol=1e-10)
+
+
+def test_one_pass_small_path_equals_the_gemm_path(monkeypatch):
+    """d=2, k=3 runs EM in one fused pass per iteration; it must agree with the two-GEMM
+    feature path, zero sample weights (padding) included."""
+    rng = np.random.default_rng(5)
+    X = np.concatenate([rng.normal(size=(200, 2)) + 4, rng.normal(size=(150, 2)) * 0.3, rng.normal(size=(100, 2))])
+    sw = rng.uniform(0.5, 2.0, len(X))
+    sw[::7] = 0.0
+    assert gmm._small(2, 3, jnp.float64, "full", None)
+    fast = gmm.fit(jax.random.key(1), X, 3, sample_weight=sw, max_iter=30, tol=0.0)
+    monkeypatch.setattr(gmm, "_SMALL_FEATURE_TERMS", 0)
+    assert not gmm._small(2, 3, jnp.float64, "full", None)
+    ref = gmm.fit(jax.random.key(1), X, 3, sample_weight=sw, max_iter=30, tol=0.0)
+    np.testing.assert_allclose(fast[1].history, ref[1].history, rtol=1e-12)
+    np.testing.assert_allclose(fast[0].means, ref[0].means, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(fast[0].covariances, ref[0].covariances, rtol=1e-10, atol=1e-12)

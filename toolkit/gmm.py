@@ -31,6 +31,7 @@ from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import logsumexp
 
 from ._checks import as_float_array, check_choice
+from ._xla import row_sums, tuned_jit
 
 __all__ = [
     "GMM",
@@ -254,11 +255,7 @@ def _stats_from_resp(X, resp, covariance_type, shrinkage, F=None):
     """
     d = X.shape[1]
     if F is not None:
-        st = resp.T @ F
-        q = d * (d + 1) // 2
-        i, j = np.triu_indices(d)
-        s2 = jnp.zeros((st.shape[0], d, d), st.dtype).at[:, i, j].set(st[:, :q]).at[:, j, i].set(st[:, :q])
-        nk, s1 = st[:, -1], st[:, q:q + d]
+        return _stats_from_feature_sums(resp.T @ F, d)
     else:
         nk, s1 = jnp.sum(resp, 0), resp.T @ X
         if covariance_type in ("full", "tied"):
@@ -271,6 +268,14 @@ def _stats_from_resp(X, resp, covariance_type, shrinkage, F=None):
         return _Stats(nk, s1, s2)
     x2 = jnp.sum(X * X, -1)
     return _Stats(nk, s1, s2, resp.T @ (x2[:, None] * X), resp.T @ (x2 * x2))
+
+
+def _stats_from_feature_sums(sf, d):
+    """:class:`_Stats` from ``sf (k, p) = resp^T @ features`` (feature order of ``_features``)."""
+    q = d * (d + 1) // 2
+    i, j = np.triu_indices(d)
+    s2 = jnp.zeros((sf.shape[0], d, d), sf.dtype).at[:, i, j].set(sf[:, :q]).at[:, j, i].set(sf[:, :q])
+    return _Stats(sf[:, -1], sf[:, q:q + d], s2)
 
 
 def _m_step(X, resp, reg_covar, covariance_type, shrinkage):
@@ -397,10 +402,52 @@ def _resp_from_log(wlp, sw):
     return jnp.sum(jnp.where(sw > 0, sw * norm, 0.0)), resp
 
 
-def _em_step(g, X, sw, F, reg_covar, covariance_type, shrinkage):
+# Few features x components (d = 2, k = 3: 18): the E-step and the statistics are
+# written out elementwise and every sum is one variadic reduction, one pass over the
+# data instead of two skinny GEMMs and a softmax (several passes on XLA's CPU backend).
+_SMALL_FEATURE_TERMS = 32
+
+
+def _small(d, k, dtype, covariance_type, shrinkage) -> bool:
+    """Whether EM takes the one-pass path of :func:`_em_step_small`."""
+    p = d * (d + 1) // 2 + d + 1
+    return (_use_features(d, k, dtype, covariance_type) and shrinkage != "ledoit_wolf"
+            and k * p <= _SMALL_FEATURE_TERMS)
+
+
+def _em_step_small(g, X, sw):
+    """``(sum sw log p, feature sums (k, p))`` of one EM iteration in one pass.
+
+    The same arithmetic as the feature path (``F @ W``, a max-shifted softmax, then
+    ``resp^T @ F``) with the features formed on the fly from the columns of X.
+    """
+    W = _feature_weights(g)
+    p, k = W.shape
+    cols = [X[:, a] for a in range(X.shape[1])]
+    i, j = np.triu_indices(len(cols))
+    feats = [cols[a] * cols[b] for a, b in zip(i, j)] + cols  # the constant feature is implicit
+    wlp = [sum(f * W[m, c] for m, f in enumerate(feats)) + W[p - 1, c] for c in range(k)]
+    top = functools.reduce(jnp.maximum, wlp)
+    top = jnp.where(jnp.isfinite(top), top, 0.0)
+    e = [jnp.exp(v - top) for v in wlp]
+    tot = sum(e)
+    scale = sw / tot
+    resp = [ec * scale for ec in e]
+    # zero-weight rows (padding) must not bring their NaN/inf into the sum
+    ll = jnp.where(sw > 0, sw * (top + jnp.log(tot)), 0.0)
+    sums = row_sums(ll, *(r * f for r in resp for f in feats), *resp)
+    sf = jnp.stack(sums[1:1 + k * (p - 1)]).reshape(k, p - 1)
+    return sums[0], jnp.concatenate([sf, jnp.stack(sums[1 + k * (p - 1):])[:, None]], axis=1)
+
+
+def _em_step(g, X, sw, F, reg_covar, covariance_type, shrinkage, small=False):
     """One EM iteration: ``(sum sw log p under g, stats, new g)``."""
-    ll, resp = _resp_from_log(_weighted_log_prob(g, X, F), sw)
-    st = _stats_from_resp(X, resp, covariance_type, shrinkage, F)
+    if small:
+        ll, sf = _em_step_small(g, X, sw)
+        st = _stats_from_feature_sums(sf, X.shape[1])
+    else:
+        ll, resp = _resp_from_log(_weighted_log_prob(g, X, F), sw)
+        st = _stats_from_resp(X, resp, covariance_type, shrinkage, F)
     return ll, st, _params_from_stats(st, reg_covar, covariance_type, shrinkage)
 
 
@@ -696,7 +743,9 @@ def _em(gmm0, X, sw, reg_covar, tol, covariance_type, shrinkage, max_iter, lb0):
     dt = X.dtype
     n, d = X.shape
     k = gmm0.means.shape[0]
-    F = _features(X) if _use_features(d, k, dt, covariance_type) and shrinkage != "ledoit_wolf" else None
+    small = _small(d, k, dt, covariance_type, shrinkage)
+    use_f = _use_features(d, k, dt, covariance_type) and shrinkage != "ledoit_wolf" and not small
+    F = _features(X) if use_f else None
     wtot = jnp.sum(sw)
 
     def cond(s):
@@ -705,7 +754,7 @@ def _em(gmm0, X, sw, reg_covar, tol, covariance_type, shrinkage, max_iter, lb0):
 
     def body(s):
         g, it, lb, _, hist, _, _ = s
-        ll, st, g = _em_step(g, X, sw, F, reg_covar, covariance_type, shrinkage)
+        ll, st, g = _em_step(g, X, sw, F, reg_covar, covariance_type, shrinkage, small)
         new_lb = ll / wtot
         return g, it + 1, new_lb, lb, hist.at[it].set(new_lb), jnp.abs(new_lb - lb) < tol, st
 
@@ -728,8 +777,7 @@ def _best_restart(gs, its, lbs, hists, convs, deficient, center, data_ok):
     return g, info
 
 
-@functools.partial(jax.jit, static_argnums=(6, 7, 8, 9, 10))
-def _fit(keys, X, sw, gmm_init, reg_covar, tol, k, covariance_type, shrinkage, init, max_iter, lb0):
+def _fit_impl(keys, X, sw, gmm_init, reg_covar, tol, k, covariance_type, shrinkage, init, max_iter, lb0):
     center = jnp.sum(sw[:, None] * X, 0) / jnp.sum(sw)
     Xc = X - center  # centring keeps the uncentred second-moment formulas accurate
 
@@ -742,6 +790,12 @@ def _fit(keys, X, sw, gmm_init, reg_covar, tol, k, covariance_type, shrinkage, i
         return _em(g0, Xc, sw, reg_covar, tol, covariance_type, shrinkage, max_iter, lb0)
 
     return _best_restart(*jax.vmap(one)(keys), center, jnp.all(jnp.isfinite(X)))
+
+
+_fit = jax.jit(_fit_impl, static_argnums=(6, 7, 8, 9, 10))
+# the one-pass small path gains from XLA's fast-math reductions (and only it: the GEMM
+# path runs slower with those options)
+_fit_small = tuned_jit(_fit_impl, static_argnums=(6, 7, 8, 9, 10))
 
 
 def fit(key, X, n_components: int, *, covariance_type: str = "full", reg_covar: float = 1e-6, shrinkage=None,
@@ -792,7 +846,8 @@ def fit(key, X, n_components: int, *, covariance_type: str = "full", reg_covar: 
             raise ValueError(f"{where}: sample_weight must have shape ({n},), got {tuple(sw.shape)}")
     # restart i's key does not depend on n_init, so more restarts never give a worse fit
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(int(n_init)))
-    return _fit(keys, X, sw, gmm_init, jnp.asarray(reg_covar, X.dtype), jnp.asarray(tol, X.dtype), int(n_components),
+    run = _fit_small if _small(d, int(n_components), X.dtype, covariance_type, shrinkage) else _fit
+    return run(keys, X, sw, gmm_init, jnp.asarray(reg_covar, X.dtype), jnp.asarray(tol, X.dtype), int(n_components),
                 covariance_type, shrinkage, init if gmm_init is None else "warm", int(max_iter),
                 jnp.asarray(-np.inf if prev_lower_bound is None else prev_lower_bound, X.dtype))
 

@@ -563,7 +563,7 @@ def fit_batches(key, batches, n_components: int, *, covariance_type: str = "full
             gs = _params(st, rc, covariance_type, shrinkage)
 
     # ---- EM, one pass per iteration
-    fast = _g._use_features(src.d, k, dt, covariance_type) and shrinkage != "ledoit_wolf"
+    fast = _g._use_features(src.d, k, dt, covariance_type, shrinkage)
     st0 = _stats_zero(R, k, src.d, dt, covariance_type, shrinkage)
     state = (gs, st0, jnp.full(R, -jnp.inf, dt), jnp.zeros(R, jnp.int32), jnp.full((R, int(max_iter)), jnp.nan, dt),
              jnp.ones(R, bool), jnp.zeros(R, bool))
@@ -673,8 +673,7 @@ def fit_online(key, batches, n_components: int, *, covariance_type: str = "full"
                 g = dataclasses.replace(g, means=g.means - center)
                 S = jax.tree_util.tree_map(lambda a: a[0], _stats_zero(1, n_components, src.d, src.dtype,
                                                                       covariance_type, shrinkage))
-                fast = _g._use_features(src.d, n_components, src.dtype, covariance_type) and \
-                    shrinkage != "ledoit_wolf"
+                fast = _g._use_features(src.d, n_components, src.dtype, covariance_type, shrinkage)
             rho = float(step_size(t))
             if not 0 < rho <= 1:
                 raise ValueError(f"{where}: step_size({t}) = {rho}; it must be in (0, 1]")

@@ -242,10 +242,12 @@ class _Stats(NamedTuple):
     s4: Any = None       # (k,)       sum r |x|^4     (Ledoit-Wolf only)
 
 
-def _use_features(d, k, dtype, covariance_type):
+def _use_features(d, k, dtype, covariance_type, shrinkage):
     # The features take n * (d(d+1)/2 + d + 1) numbers; the direct path's (n, k, d)
     # temporaries take n * k * d. Keep memory in the same range; float64 only (see below).
-    return covariance_type == "full" and dtype == jnp.float64 and d * (d + 1) // 2 + d + 1 <= 2 * k * d
+    # Ledoit-Wolf needs fourth moments, which the features do not give.
+    return (covariance_type == "full" and dtype == jnp.float64 and shrinkage != "ledoit_wolf"
+            and d * (d + 1) // 2 + d + 1 <= 2 * k * d)
 
 
 def _stats_from_resp(X, resp, covariance_type, shrinkage, F=None):
@@ -411,8 +413,7 @@ _SMALL_FEATURE_TERMS = 32
 def _small(d, k, dtype, covariance_type, shrinkage) -> bool:
     """Whether EM takes the one-pass path of :func:`_em_step_small`."""
     p = d * (d + 1) // 2 + d + 1
-    return (_use_features(d, k, dtype, covariance_type) and shrinkage != "ledoit_wolf"
-            and k * p <= _SMALL_FEATURE_TERMS)
+    return _use_features(d, k, dtype, covariance_type, shrinkage) and k * p <= _SMALL_FEATURE_TERMS
 
 
 def _em_step_small(g, X, sw):
@@ -435,9 +436,9 @@ def _em_step_small(g, X, sw):
     resp = [ec * scale for ec in e]
     # zero-weight rows (padding) must not bring their NaN/inf into the sum
     ll = jnp.where(sw > 0, sw * (top + jnp.log(tot)), 0.0)
-    sums = row_sums(ll, *(r * f for r in resp for f in feats), *resp)
-    sf = jnp.stack(sums[1:1 + k * (p - 1)]).reshape(k, p - 1)
-    return sums[0], jnp.concatenate([sf, jnp.stack(sums[1 + k * (p - 1):])[:, None]], axis=1)
+    # per component: the feature sums in the order of _features, the constant one last
+    sums = row_sums(ll, *(t for r in resp for t in [r * f for f in feats] + [r]))
+    return sums[0], jnp.stack(sums[1:]).reshape(k, p)
 
 
 def _em_step(g, X, sw, F, reg_covar, covariance_type, shrinkage, small=False):
@@ -744,8 +745,7 @@ def _em(gmm0, X, sw, reg_covar, tol, covariance_type, shrinkage, max_iter, lb0):
     n, d = X.shape
     k = gmm0.means.shape[0]
     small = _small(d, k, dt, covariance_type, shrinkage)
-    use_f = _use_features(d, k, dt, covariance_type) and shrinkage != "ledoit_wolf" and not small
-    F = _features(X) if use_f else None
+    F = _features(X) if _use_features(d, k, dt, covariance_type, shrinkage) and not small else None
     wtot = jnp.sum(sw)
 
     def cond(s):
@@ -848,8 +848,8 @@ def fit(key, X, n_components: int, *, covariance_type: str = "full", reg_covar: 
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(int(n_init)))
     run = _fit_small if _small(d, int(n_components), X.dtype, covariance_type, shrinkage) else _fit
     return run(keys, X, sw, gmm_init, jnp.asarray(reg_covar, X.dtype), jnp.asarray(tol, X.dtype), int(n_components),
-                covariance_type, shrinkage, init if gmm_init is None else "warm", int(max_iter),
-                jnp.asarray(-np.inf if prev_lower_bound is None else prev_lower_bound, X.dtype))
+               covariance_type, shrinkage, init if gmm_init is None else "warm", int(max_iter),
+               jnp.asarray(-np.inf if prev_lower_bound is None else prev_lower_bound, X.dtype))
 
 
 # Scale-out (sharded rows, streaming and online EM) lives in its own module; it builds

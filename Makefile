@@ -1,7 +1,8 @@
 # `make run` and `make test` work from nothing: they create .venv when missing,
 # install the project (editable, with the test and bench extras) and then act.
 # Re-running is fast: the install step reruns only when pyproject.toml changes.
-PYTHON ?= python3
+# The venv's Python (>= 3.12) is found by tools/find-python; `make PYTHON=...` picks one.
+PYTHON ?=
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.toolkit-installed
@@ -11,8 +12,10 @@ PYTEST_ARGS ?=
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+$(STAMP): pyproject.toml tools/find-python
+	@if ! $(PY) -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then \
+	  py=$$(PYTHON="$(PYTHON)" sh tools/find-python) || exit 1; \
+	  echo "creating $(VENV) with $$py"; rm -rf $(VENV); "$$py" -m venv $(VENV) || exit 1; fi
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	@touch $(STAMP)

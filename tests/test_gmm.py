@@ -206,3 +206,35 @@ def test_one_pass_small_path_equals_the_gemm_path(monkeypatch):
     np.testing.assert_allclose(fast[1].history, ref[1].history, rtol=1e-12)
     np.testing.assert_allclose(fast[0].means, ref[0].means, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(fast[0].covariances, ref[0].covariances, rtol=1e-10, atol=1e-12)
+
+
+_HANG_SCRIPT = """
+import jax, numpy as np
+jax.config.update("jax_enable_x64", True)
+from toolkit import gmm, conic
+rng = np.random.default_rng(0)
+for n, d, k, n_init in [(1200, 64, 10, 1), (1200, 32, 20, 1), (600, 32, 10, 2)]:
+    g, info = gmm.fit(jax.random.key(0), rng.normal(size=(n, d)), k, max_iter=3, n_init=n_init)
+    assert np.all(np.isfinite(np.asarray(g.covariances))), (n, d, k)
+t = np.linspace(0, 2 * np.pi, 50)
+pts = np.stack([3 * np.cos(t), np.sin(t)], -1) + 0.01 * rng.normal(size=(400, 50, 2))
+assert bool(np.all(conic.fit(pts, method="hyper").ok))
+print("done")
+"""
+
+
+def test_large_full_fits_return(tmp_path):
+    """Regression: with jaxlib 0.10 on 2 cores, two independent batched Cholesky (or
+    eigh) calls in flight at once deadlocked XLA's CPU worker pool, so these fits never
+    returned. Run in a subprocess so a hang fails the test instead of blocking CI."""
+    import subprocess
+    import sys
+
+    env = {**__import__("os").environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    try:
+        out = subprocess.run([sys.executable, "-c", _HANG_SCRIPT], capture_output=True, text=True,
+                             timeout=240, env=env)
+    except subprocess.TimeoutExpired:
+        pytest.fail("gmm.fit / conic.fit did not return within 240 s (deadlock?)")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("done")

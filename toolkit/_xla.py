@@ -3,9 +3,8 @@ tuned XLA options at top level.
 
 Measured on XLA's CPU backend (2 cores): separate ``jnp.sum`` calls read the data once
 each, while one variadic reduction reads it once for all; fast-math reassociation lets
-those reductions vectorise; the classic loop emitters compile long elementwise graphs
-about twice as fast as the newer fusion emitters and run small per-fit algebra ~10x
-faster.
+those reductions vectorise. (jaxlib 0.12 no longer offers the classic loop emitters that
+older releases could select per executable.)
 """
 from __future__ import annotations
 
@@ -24,7 +23,6 @@ XLA_OPTIONS = {
     "xla_cpu_fast_math_honor_infs": True,
     "xla_cpu_fast_math_honor_division": True,
     "xla_cpu_fast_math_honor_functions": True,
-    "xla_cpu_use_fusion_emitters": False,
 }
 
 # For small problems: compilation is 2-3x faster and the run takes microseconds anyway.
@@ -45,13 +43,10 @@ def _row_sums_jvp(primals, tangents):
     return row_sums(*primals), tuple(jnp.sum(t, axis=-1) for t in tangents)
 
 
-def top_level() -> bool:
-    """True when not inside a jax transformation (compiler options need a top-level jit)."""
-    try:
-        from jax._src.core import trace_state_clean
-    except ImportError:  # private API moved: always take the plain jit
-        return False
-    return trace_state_clean()
+def top_level(*args) -> bool:
+    """True when no argument is a tracer, i.e. the call is not being traced into a
+    user's jit/vmap/grad (compiler options need a top-level jit)."""
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(args))
 
 
 def tuned_jit(fn=None, **kwargs):
@@ -60,25 +55,24 @@ def tuned_jit(fn=None, **kwargs):
 
     Inside a user's jit/vmap/grad the function is traced into the caller's computation
     (whose options apply), so a plain ``jax.jit`` serves those calls; so does it where
-    this jax or XLA lacks per-function options or one of these options.
+    this XLA lacks one of these options.
     """
     if fn is None:
         return functools.partial(tuned_jit, **kwargs)
     plain = jax.jit(fn, **kwargs)
-    try:
-        tuned = jax.jit(fn, compiler_options=XLA_OPTIONS, **kwargs)
-        light = jax.jit(fn, compiler_options=LIGHT_OPTIONS, **kwargs)
-    except TypeError:  # jax without per-function compiler options
-        tuned = light = plain
-
+    tuned = jax.jit(fn, compiler_options=XLA_OPTIONS, **kwargs)
+    light = jax.jit(fn, compiler_options=LIGHT_OPTIONS, **kwargs)
     usable = [True]  # False once this XLA build has refused an option
 
     @functools.wraps(fn)
     def call(*args, light_compile=False, **kw):
-        if usable[0] and top_level():
+        if usable[0] and top_level(args, kw):
             try:
                 return (light if light_compile else tuned)(*args, **kw)
-            except Exception as exc:  # an older XLA without one of the options
+            except ValueError as exc:  # concrete arguments, but inside an outer trace
+                if "top-level" not in str(exc):
+                    raise
+            except Exception as exc:  # an XLA build without one of the options
                 if "compile option" not in str(exc):
                     raise
                 usable[0] = False

@@ -500,8 +500,12 @@ def _v0(q):
     return Jx[:, :, None] * Jx[:, None, :] + Jy[:, :, None] * Jy[:, None, :]
 
 
-def _pencil_max_abs(M, N):
+def _pencil_max_abs(M, N, eig_M=None):
     """theta for the largest |mu| of ``N theta = mu M theta`` (M PSD, possibly singular).
+
+    ``eig_M``: ``jnp.linalg.eigh(M)`` if the caller has it already. Sharing it matters
+    beyond speed: two independent batched LAPACK calls in flight at once have
+    deadlocked XLA's CPU worker pool (jaxlib 0.10 on 2 cores).
 
     Whitening by a floored ``M^-1/2`` and a symmetric eigensolver give a start that is
     right even when M is singular (noise-free data: mu = inf); two Newton steps on the
@@ -510,7 +514,7 @@ def _pencil_max_abs(M, N):
     """
     dt = M.dtype
     eps = jnp.finfo(dt).eps
-    s, U = jnp.linalg.eigh(M)
+    s, U = jnp.linalg.eigh(M) if eig_M is None else eig_M
     floor = jnp.maximum(s[-1], jnp.finfo(dt).tiny) * 10 * eps
     Wh = (U / jnp.sqrt(jnp.maximum(s, floor))) @ U.T
     K = Wh @ N @ Wh
@@ -540,13 +544,14 @@ def _pencil_max_abs(M, N):
 
 def _taubin_hyper(q, w, S, hyper):
     N = _taubin_n(S)
+    eig_S = None
     if hyper:
         W = jnp.sum(w)
         zc = S[:, 5]  # mean of z
         e = jnp.array([1, 0, 1, 0, 0, 0], q.dtype)
         sym = lambda A: A + A.T
         N = N + sym(jnp.outer(zc, e))
-        s, U = jnp.linalg.eigh(S)
+        eig_S = s, U = jnp.linalg.eigh(S)
         inv = jnp.where(jnp.arange(6) >= 1, 1.0 / jnp.where(s > 0, s, 1.0), 0.0)  # rank-5 pseudo-inverse
         M5 = (U * inv) @ U.T
         Z = _design(q)
@@ -558,7 +563,7 @@ def _taubin_hyper(q, w, S, hyper):
         VMZ = jnp.einsum("nij,nj->ni", V0, MZ)
         t2 = jnp.einsum("n,ni,nj->ij", w2, VMZ, Z)
         N = N - (t1 + sym(t2))
-    return _pencil_max_abs(S, N)
+    return _pencil_max_abs(S, N, eig_S)
 
 
 # ---------------------------------------------------------------------------

@@ -165,7 +165,11 @@ def _chol_precision(cov, covariance_type, floor=None):
         jnp.any(diag <= eps * jnp.sqrt(jnp.maximum(scale, 0.0)), axis=(-2, -1), keepdims=True)
     big = jnp.maximum(scale, floor)
     jitter = 1e-6 * jnp.where(big > 0, big, 1.0)
-    c = jnp.where(bad, jnp.linalg.cholesky(cov + jitter * eye), c)
+    # The jittered factorisation takes its input from the first one's verdict, so the
+    # two batched LAPACK calls never run at once (independent ones deadlocked XLA's CPU
+    # worker pool on 2 cores with jaxlib 0.10), and it is skipped when nothing is bad.
+    c = lax.cond(jnp.any(bad), lambda: jnp.linalg.cholesky(cov + jnp.where(bad, jitter, 0.0) * eye),
+                 lambda: c)
     return jnp.swapaxes(solve_triangular(c, jnp.broadcast_to(eye, c.shape), lower=True), -1, -2)
 
 
@@ -339,13 +343,18 @@ def _params_from_stats(st, reg_covar, covariance_type, shrinkage):
 
 def _rank_deficient(st, covariance_type):
     """``(k,)`` bool: the component's weighted scatter (before shrinkage and reg_covar) has
-    an eigenvalue below sqrt(eps) times its largest: its points span fewer than d dims."""
+    an eigenvalue below sqrt(eps) times its largest, so its points span fewer than d
+    dims, or its whole scatter is below sqrt(eps) times the data's mean second moment
+    (a component that owns a single point, where round-off alone sets the eigenvalues)."""
     nk, _, S = _scatter(st, covariance_type)
     if covariance_type == "tied":
         S = jnp.sum(nk[:, None, None] * S, 0) / jnp.sum(nk)
     ev = jnp.linalg.eigvalsh(S) if covariance_type in ("full", "tied") else S
-    tol = jnp.sqrt(jnp.finfo(ev.dtype).eps) * jnp.max(jnp.abs(ev), -1)
-    bad = jnp.min(ev, -1) <= tol
+    rtol = jnp.sqrt(jnp.finfo(ev.dtype).eps)
+    top = jnp.max(jnp.abs(ev), -1)
+    second = jnp.trace(st.s2, axis1=-2, axis2=-1) if st.s2.ndim == 3 else jnp.sum(st.s2, -1)
+    data_scale = jnp.sum(second) / (ev.shape[-1] * jnp.sum(st.nk))  # fit() centres X: ~ the variance
+    bad = (jnp.min(ev, -1) <= rtol * top) | (top <= rtol * data_scale)
     return jnp.broadcast_to(bad, nk.shape)
 
 

@@ -93,7 +93,7 @@ def run(p: Params, ctx) -> dict:
             fig, ax = plt.subplots(figsize=(5, 4))
             sub = X[:: max(1, s.n // 5000)]
             ax.scatter(sub[:, 0], sub[:, 1], s=2, c=np.asarray(gmm.predict(g, sub)), cmap="tab10")
-            for m, c in zip(np.asarray(g.means), np.asarray(gmm._full_cov(g))):
+            for m, c in zip(np.asarray(g.means), np.asarray(gmm.model._full_cov(g))):
                 w, V = np.linalg.eigh(c)
                 t = np.linspace(0, 2 * np.pi, 100)
                 e = (V * (2 * np.sqrt(w))) @ np.stack([np.cos(t), np.sin(t)])

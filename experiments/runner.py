@@ -150,13 +150,10 @@ def _slug(point: dict[str, Any]) -> str:
 
 def _enable_compile_cache() -> None:
     # Compilation dominates small runs; JAX's persistent cache makes the second run fast.
-    if os.environ.get("TOOLKIT_JAX_CACHE", "1") == "0":
-        return
-    import jax
+    if os.environ.get("TOOLKIT_JAX_CACHE", "1") != "0":
+        import toolkit
 
-    cache = os.environ.get("TOOLKIT_JAX_CACHE_DIR") or str(Path.home() / ".cache" / "toolkit-jax")
-    jax.config.update("jax_compilation_cache_dir", cache)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.3)
+        toolkit.enable_compilation_cache(min_compile_time_secs=0.3)
 
 
 def _run_one(plan: Plan, point: dict[str, Any], params: Any, run_dir: Path, quiet: bool) -> tuple[bool, Any]:

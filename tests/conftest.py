@@ -6,15 +6,15 @@ from pathlib import Path
 import jax
 
 jax.config.update("jax_enable_x64", True)
-# Compilation dominates a cold test run; a persistent cache makes reruns fast.
-if os.environ.get("TOOLKIT_JAX_CACHE", "1") != "0":
-    jax.config.update(
-        "jax_compilation_cache_dir",
-        os.environ.get("TOOLKIT_JAX_CACHE_DIR") or str(Path.home() / ".cache" / "toolkit-jax"),
-    )
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 import pytest  # noqa: E402
+
+import toolkit  # noqa: E402
+
+# Compilation dominates a cold test run; a persistent cache makes reruns fast.
+if os.environ.get("TOOLKIT_JAX_CACHE", "1") != "0":
+    toolkit.enable_compilation_cache()
+
 from hypothesis import settings  # noqa: E402
 
 # Property tests draw the same examples on every run, so CI is reproducible;

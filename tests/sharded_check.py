@@ -6,16 +6,14 @@ import os
 import jax
 
 jax.config.update("jax_enable_x64", True)
-if os.environ.get("TOOLKIT_JAX_CACHE", "1") != "0":
-    from pathlib import Path
-
-    jax.config.update("jax_compilation_cache_dir",
-                      os.environ.get("TOOLKIT_JAX_CACHE_DIR") or str(Path.home() / ".cache" / "toolkit-jax"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 import numpy as np  # noqa: E402
 
+import toolkit  # noqa: E402
 from toolkit import gmm  # noqa: E402
+
+if os.environ.get("TOOLKIT_JAX_CACHE", "1") != "0":
+    toolkit.enable_compilation_cache()
 
 
 def rel(a, b):

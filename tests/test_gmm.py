@@ -59,7 +59,7 @@ def test_lower_bound_trajectory_matches_sklearn(blobs, ct):
 @pytest.mark.parametrize("ct", COV_TYPES)
 def test_log_prob_against_scipy(blobs, ct):
     g, _ = gmm.fit(jax.random.key(1), blobs, 3, covariance_type=ct)
-    cov = np.asarray(gmm._full_cov(g))
+    cov = np.asarray(gmm.model._full_cov(g))
     dens = sum(float(w) * multivariate_normal(m, c).pdf(blobs) for w, m, c in zip(g.weights, g.means, cov))
     np.testing.assert_allclose(gmm.log_prob(g, blobs), np.log(dens), rtol=1e-10)
     assert float(gmm.score(g, blobs)) == pytest.approx(np.mean(np.log(dens)), rel=1e-10)
@@ -198,10 +198,10 @@ def test_one_pass_small_path_equals_the_gemm_path(monkeypatch):
     X = np.concatenate([rng.normal(size=(200, 2)) + 4, rng.normal(size=(150, 2)) * 0.3, rng.normal(size=(100, 2))])
     sw = rng.uniform(0.5, 2.0, len(X))
     sw[::7] = 0.0
-    assert gmm._small(2, 3, jnp.float64, "full", None)
+    assert gmm.em._small(2, 3, jnp.float64, "full", None)
     fast = gmm.fit(jax.random.key(1), X, 3, sample_weight=sw, max_iter=30, tol=0.0)
-    monkeypatch.setattr(gmm, "_SMALL_FEATURE_TERMS", 0)
-    assert not gmm._small(2, 3, jnp.float64, "full", None)
+    monkeypatch.setattr(gmm.em, "_SMALL_FEATURE_TERMS", 0)
+    assert not gmm.em._small(2, 3, jnp.float64, "full", None)
     ref = gmm.fit(jax.random.key(1), X, 3, sample_weight=sw, max_iter=30, tol=0.0)
     np.testing.assert_allclose(fast[1].history, ref[1].history, rtol=1e-12)
     np.testing.assert_allclose(fast[0].means, ref[0].means, rtol=1e-10, atol=1e-12)

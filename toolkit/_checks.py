@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["as_float_array", "check_trailing", "is_concrete", "check_finite", "check_choice", "result_dtype",
-           "scoped_x64"]
+           "check_positive_int", "scoped_x64"]
 
 
 def result_dtype(*dtypes) -> jnp.dtype:
@@ -69,6 +69,15 @@ def check_finite(arr: Any, name: str, where: str) -> None:
 def check_choice(value: Any, choices: Sequence[str], name: str, where: str) -> None:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{where}: {name}={value!r} is not one of {', '.join(repr(c) for c in choices)}")
+
+
+def check_positive_int(value: Any, name: str, where: str, *, optional: bool = False) -> None:
+    """Require a positive int (numpy ints too; bools are refused), or None if ``optional``."""
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        expected = "None or a positive int" if optional else "a positive int"
+        raise ValueError(f"{where}: {name} must be {expected}, got {value!r}")
 
 
 def scoped_x64():

@@ -20,6 +20,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import gmm as _gmm
+from .gmm.em import _m_step
+from .gmm.init import _init_resp
 from ._checks import scoped_x64
 
 __all__ = ["GaussianMixture"]
@@ -109,8 +111,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         if self.weights_init is None and self.means_init is None and self.precisions_init is None:
             return None
         k, d = self.n_components, X.shape[1]
-        resp = _gmm._init_resp(key, X, jnp.ones(X.shape[0], X.dtype), k, _INIT_PARAMS[self.init_params])
-        base = _gmm._m_step(X, resp, self.reg_covar, self.covariance_type, None)
+        resp = _init_resp(key, X, jnp.ones(X.shape[0], X.dtype), k, _INIT_PARAMS[self.init_params])
+        base = _m_step(X, resp, self.reg_covar, self.covariance_type, None)
         weights, means, cov = np.asarray(base.weights), np.asarray(base.means), np.asarray(base.covariances)
         if self.weights_init is not None:
             weights = np.asarray(self.weights_init, np.float64)

@@ -1,0 +1,221 @@
+"""``fit``: staged, bucketed jitted fitting of conics to point sets."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._checks import as_float_array, check_choice, check_finite, check_trailing, is_concrete
+from .._xla import tuned_jit as _jit
+from .distance import _distances, _frame, _sampson
+from .geometric import _geometric, _kind_ok
+from .kinds import (ELLIPSE, HYPERBOLA, _FIT_KINDS, _MIN_POINTS, _RESIDUALS, ConicFit, _canonical_sign, _classify,
+                    _rtol)
+from .methods import METHOD_TABLE, METHODS, SOLVERS, _direct, _spread
+from .moments import _denormalise, _normalised, _scatter, _stats
+
+
+# The fit runs as a few jitted stages so that the per-point ones (moments, residuals)
+# compile once for every kind and method.
+
+_stats_jit = _jit(_stats)
+
+
+@_jit(static_argnames=("solver", "kind"))
+def _moments_solver_jit(mom, *, solver, kind):
+    """A solver that needs only the moments ``(B, 15)``: ``(theta (B, 6), ok (B,))``."""
+    return SOLVERS[solver].from_moments(mom, kind)
+
+
+@_jit(static_argnames=("solver", "kind"))
+def _per_set_solver_jit(points, weights, st, *, solver, kind):
+    """A per-point-set solver, vmapped over the batch: ``(theta (B, 6), ok (B,))``, with
+    the direct constrained fit wherever its answer is not of the requested kind."""
+    x, y, w = _normalised(points, weights, st)
+    S = _scatter(st.mom)
+    theta = jax.vmap(SOLVERS[solver].per_set)(jnp.stack([x, y], axis=-1), w, S)
+    ok = jnp.all(jnp.isfinite(theta), axis=-1) & _spread(st.mom)
+    if kind != "any":
+        theta_d, ok_d = _direct(st.mom, kind)
+        right = _kind_ok(_classify(theta, _rtol(theta.dtype)), kind)
+        theta = jnp.where(right[:, None], theta, theta_d)
+        ok = jnp.where(right, ok, ok_d)
+    return theta, ok
+
+
+@_jit(static_argnames=("kind", "max_iter"))
+def _geometric_jit(points, weights, st, theta, tol, *, kind, max_iter):
+    x, y, w = _normalised(points, weights, st)
+    return _geometric(theta, x, y, w, kind, max_iter, tol, _rtol(theta.dtype))
+
+
+@_jit(static_argnames="residual")
+def _finish_jit(points, weights, st, theta, ok, want, *, residual):
+    """Kind codes, residuals, and coefficients mapped back to data coordinates.
+
+    ``want`` is the index of the requested kind in ``_FIT_KINDS``, traced so that one
+    compilation serves every kind.
+    """
+    rtol = _rtol(theta.dtype)
+    theta = _finite_or_x2(theta)
+    fr = _frame(theta, rtol)
+    code = fr.kind  # classified in normalised coordinates, where it is well conditioned
+    if residual == "none":
+        res = jnp.full(code.shape, jnp.nan, theta.dtype)
+    else:
+        x, y, w = _normalised(points, weights, st)
+        d = _distances(theta, x, y, rtol, fr) if residual == "exact" else _sampson(theta, x, y)
+        res = jnp.sqrt(jnp.sum(w * d * d, axis=-1) / st.weight) / st.scale
+        res = jnp.where(jnp.isfinite(res), res, jnp.inf)
+    coeffs = _canonical_sign(_denormalise(theta, st.mean, st.scale))
+    proper = (code == ELLIPSE) | (code == HYPERBOLA)
+    right = jnp.where(want == 1, code == ELLIPSE, jnp.where(want == 2, code == HYPERBOLA, proper))
+    ok = ok & st.valid & right & jnp.all(jnp.isfinite(coeffs), axis=-1)
+    return _finite_or_x2(coeffs), code, res, ok
+
+
+def _finite_or_x2(theta):
+    """Coefficients ``(..., 6)`` with non-finite rows replaced by x^2 = 0 (degenerate)."""
+    return jnp.where(jnp.all(jnp.isfinite(theta), axis=-1, keepdims=True), theta,
+                     jnp.zeros_like(theta).at[..., 0].set(1.0))
+
+
+def fit(points, *, kind: str = "any", method: str = "direct", weights=None, max_iter: int = 50,
+        tol: float = 1e-10, residual: str = "exact") -> ConicFit:
+    """Fit a conic to 2-D points, batched over leading axes.
+
+    Args:
+      points: ``(..., N, 2)``, N >= 5.
+      kind: "any" (best conic of any type), "ellipse" (4AC - B^2 > 0 enforced) or
+        "hyperbola" (4AC - B^2 < 0 enforced).
+      method: "direct" (constrained algebraic, Halir-Flusser), "taubin", "hyper"
+        (hyper least squares) or "geometric" (orthogonal distances, LM from "hyper").
+      weights: optional ``(..., N)`` non-negative point weights (broadcastable). Under
+        ``jit``, where they cannot raise, negative, NaN or all-zero weights give
+        ``ok = False`` for that fit.
+      max_iter, tol: iteration limit and relative cost tolerance of "geometric".
+      residual: how ``ConicFit.residual`` is computed: "exact" (RMS orthogonal
+        distance; on CPU the costliest part of a direct fit), "sampson" (RMS of Sampson's
+        first-order distance, one cheap pass; close to exact for points near the
+        curve) or "none" (NaN; the fit alone, as scikit-image's ``estimate``).
+
+    Returns:
+      :class:`ConicFit` with ``coeffs (..., 6)``, ``kind``, ``residual``, ``ok`` ``(...)``.
+
+    Raises:
+      ValueError: last axis not 2, fewer than 5 points, unknown kind/method/residual,
+        mis-shaped weights, or (for concrete input) NaN/inf points or negative weights.
+
+    Performance: the fit runs as a few jitted stages (compiled once per shape; the
+    per-point stages are shared by every kind). Problems of up to 32k points are padded
+    to a few bucket sizes and compiled with light XLA optimisation; larger ones keep
+    their shape. Call it directly on arrays; wrapping it in ``jax.jit`` also works (it
+    then becomes part of the caller's computation).
+
+    Example:
+      >>> t = jnp.linspace(0, 2 * jnp.pi, 20)
+      >>> pts = jnp.stack([3 * jnp.cos(t) + 1, 2 * jnp.sin(t)], -1)
+      >>> fit(pts, kind="ellipse").coeffs  # proportional to [4, 0, 9, -8, 0, -32]
+    """
+    where = "conic.fit"
+    check_choice(kind, _FIT_KINDS, "kind", where)
+    check_choice(method, METHODS, "method", where)
+    check_choice(residual, _RESIDUALS, "residual", where)
+    pts = as_float_array(points, "points", where)
+    check_trailing(pts, (None, 2), "points", where)
+    n = pts.shape[-2]
+    if n < _MIN_POINTS:
+        raise ValueError(f"{where}: argument 'points' needs at least {_MIN_POINTS} points per fit, got {n}")
+    if not isinstance(max_iter, int) or max_iter < 0:
+        raise ValueError(f"{where}: max_iter must be a non-negative int, got {max_iter!r}")
+    batch = pts.shape[:-2]
+    w = None
+    if weights is not None:
+        w = as_float_array(weights, "weights", where, dtype=pts.dtype)
+        try:
+            if np.broadcast_shapes(w.shape, pts.shape[:-1]) != pts.shape[:-1]:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"{where}: argument 'weights' must have shape {tuple(pts.shape[:-1])}, "
+                             f"got {tuple(w.shape)}") from None
+    nb = int(np.prod(batch, dtype=np.int64))
+    shape = (nb, n)
+    if nb * n <= _BUCKET_MAX:  # pad to bucket sizes: few distinct compilations
+        shape = (_bucket(nb, 1), _bucket(n, 4))
+    if pts.shape != shape + (2,) or (w is not None and w.shape != shape):
+        # one small compiled function rather than several eager ops (each compiles too)
+        flat, wf = _prepare(pts, w, shape=shape, light_compile=True)
+    else:
+        flat, wf = pts, w
+    light = flat.shape[0] * flat.shape[1] <= _BUCKET_MAX
+    st = _stats_jit(flat, wf, light_compile=light)
+    how = METHOD_TABLE[method]
+    if SOLVERS[how.solver].from_moments is not None:
+        theta, ok = _moments_solver_jit(st.mom, solver=how.solver, kind=kind, light_compile=light)
+    else:
+        theta, ok = _per_set_solver_jit(flat, wf, st, solver=how.solver, kind=kind, light_compile=light)
+    if how.refine:
+        theta = _geometric_jit(flat, wf, st, theta, jnp.asarray(tol, pts.dtype), kind=kind, max_iter=max_iter,
+                               light_compile=light)
+    want = np.int32(_FIT_KINDS.index(kind))
+    out = ConicFit(*_finish_jit(flat, wf, st, theta, ok, want, residual=residual, light_compile=light))
+    # checked last, so that waiting for the device does not hold up dispatching the stages
+    if is_concrete(st.valid) and not np.all(np.asarray(st.valid)):
+        _raise_invalid(pts, w, where)
+    if out.ok.shape != batch:
+        out = _unpad(out, batch=batch, light_compile=True)
+    return out
+
+
+def _raise_invalid(pts, w, where):
+    """The ValueError for NaN/inf points or bad weights, located on the host."""
+    check_finite(pts, "points", where)
+    if w is not None:
+        check_finite(w, "weights", where)
+        if bool(jnp.any(w < 0)):
+            raise ValueError(f"{where}: argument 'weights' must be non-negative")
+    raise ValueError(f"{where}: invalid points or weights")  # not reached: the checks above name it
+
+
+# Problems up to this many points are padded to bucket sizes (zero-weight points,
+# repeated fits) so that new shapes rarely compile anew; larger ones keep their shape,
+# where the copy would cost more than the compilation saves.
+_BUCKET_MAX = 1 << 15
+
+
+def _bucket(n: int, per_octave: int) -> int:
+    """Smallest size >= n on a grid with ``per_octave`` steps per power of two."""
+    if n <= 8 and per_octave > 1:
+        return n
+    top = 1 << (n - 1).bit_length()
+    step = max(top // (2 * per_octave), 1)
+    return -(-n // step) * step
+
+
+@_jit(static_argnames="shape")
+def _prepare(points, weights, *, shape):
+    """Points ``(..., N, 2)`` and weights (or None) as ``(B, N, 2)`` / ``(B, N)``, padded
+    to ``shape = (B, N)``: extra points are copies of a fit's first point with zero
+    weight, extra fits copies of the first fit (dropped by :func:`_unpad`)."""
+    nb, n = shape
+    n0 = points.shape[-2]
+    if weights is not None:
+        weights = jnp.broadcast_to(weights, points.shape[:-1]).reshape((-1, n0))
+    points = points.reshape((-1, n0, 2))
+    b0 = points.shape[0]
+    if weights is None and n > n0:
+        weights = jnp.ones((b0, n0), points.dtype)
+    if n > n0:
+        points = jnp.concatenate([points, jnp.broadcast_to(points[:, :1], (b0, n - n0, 2))], axis=1)
+        weights = jnp.concatenate([weights, jnp.zeros((b0, n - n0), weights.dtype)], axis=1)
+    if nb > b0:
+        points = jnp.concatenate([points, jnp.broadcast_to(points[:1], (nb - b0,) + points.shape[1:])])
+        if weights is not None:
+            weights = jnp.concatenate([weights, jnp.broadcast_to(weights[:1], (nb - b0, n))])
+    return points, weights
+
+
+@_jit(static_argnames="batch")
+def _unpad(out, *, batch):
+    nb = int(np.prod(batch, dtype=np.int64))
+    return ConicFit(*(x[:nb].reshape(batch + x.shape[1:]) for x in out))

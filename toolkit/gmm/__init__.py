@@ -1,0 +1,54 @@
+"""Gaussian-mixture EM as pure functions over a :class:`GMM` pytree.
+
+Covariance shapes follow scikit-learn:
+
+==============  ===================  ==========================
+covariance_type  covariances          precisions_cholesky
+==============  ===================  ==========================
+"full"          ``(k, d, d)``        ``(k, d, d)``
+"tied"          ``(d, d)``           ``(d, d)``
+"diag"          ``(k, d)``           ``(k, d)``
+"spherical"     ``(k,)``             ``(k,)``
+==============  ===================  ==========================
+
+Everything runs in Cholesky-of-precision form (triangular solves, log-sum-exp), never
+with explicit inverses or determinants. ``reg_covar`` is added to every variance, and
+``shrinkage`` pulls each covariance toward a scaled identity; if a covariance is still
+numerically singular (``reg_covar=0`` on rank-deficient data) a jitter of 1e-6 times
+its mean variance is added before factorising, so EM never produces NaN.
+"""
+from __future__ import annotations
+
+from .covariance import weighted_moments
+from .em import e_step, m_step
+from .fitting import fit
+from .model import aic, bic, from_covariances, log_prob, n_parameters, predict, predict_proba, sample, score
+from .online import fit_online
+from .sharding import shard_rows
+from .sources import NpyBatches
+from .streaming import fit_batches
+from .types import COVARIANCE_TYPES, GMM, INITS, FitInfo
+
+__all__ = [
+    "GMM",
+    "FitInfo",
+    "fit",
+    "e_step",
+    "m_step",
+    "log_prob",
+    "score",
+    "predict",
+    "predict_proba",
+    "sample",
+    "bic",
+    "aic",
+    "weighted_moments",
+    "n_parameters",
+    "from_covariances",
+    "shard_rows",
+    "fit_batches",
+    "fit_online",
+    "NpyBatches",
+    "COVARIANCE_TYPES",
+    "INITS",
+]

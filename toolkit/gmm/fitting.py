@@ -1,0 +1,104 @@
+"""``fit``: EM on an in-memory (or row-sharded) array, restarts vectorised."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._checks import as_float_array
+from .._xla import tuned_jit
+from .em import _em, _m_step, _small
+from .init import _init_resp
+from .types import FitInfo, _check_X, _check_finite_rows, _check_fit_options
+
+
+# ----------------------------------------------------------------------------- fit
+
+
+def _best_restart(gs, its, lbs, hists, convs, deficient, center, data_ok):
+    """The restart with the highest finite lower bound, moved back to the data's frame."""
+    finite = jnp.isfinite(lbs)
+    best = jnp.argmax(jnp.where(finite, lbs, -jnp.inf))
+    g = jax.tree_util.tree_map(lambda a: a[best], gs)
+    g = dataclasses.replace(g, means=g.means + center)
+    info = FitInfo(converged=convs[best] & data_ok & finite[best], n_iter=its[best], lower_bound=lbs[best],
+                   history=hists[best], lower_bounds=lbs, rank_deficient=deficient[best])
+    return g, info
+
+
+def _fit_impl(keys, X, sw, gmm_init, reg_covar, tol, k, covariance_type, shrinkage, init, max_iter, lb0):
+    center = jnp.sum(sw[:, None] * X, 0) / jnp.sum(sw)
+    Xc = X - center  # centring keeps the uncentred second-moment formulas accurate
+
+    def one(key):
+        if gmm_init is not None:
+            g0 = dataclasses.replace(gmm_init, means=gmm_init.means - center)
+        else:
+            resp = _init_resp(key, Xc, sw, k, init)
+            g0 = _m_step(Xc, resp * sw[:, None], reg_covar, covariance_type, shrinkage)
+        return _em(g0, Xc, sw, reg_covar, tol, covariance_type, shrinkage, max_iter, lb0)
+
+    return _best_restart(*jax.vmap(one)(keys), center, jnp.all(jnp.isfinite(X)))
+
+
+_fit = jax.jit(_fit_impl, static_argnums=(6, 7, 8, 9, 10))
+# the one-pass small path gains from XLA's fast-math reductions (and only it: the GEMM
+# path runs slower with those options)
+_fit_small = tuned_jit(_fit_impl, static_argnums=(6, 7, 8, 9, 10))
+
+
+def fit(key, X, n_components: int, *, covariance_type: str = "full", reg_covar: float = 1e-6, shrinkage=None,
+        init: Any = "kmeans++", n_init: int = 1, max_iter: int = 100, tol: float = 1e-3, sample_weight=None,
+        prev_lower_bound: float | None = None):
+    """Fit a Gaussian mixture by EM (one jitted ``lax.while_loop``; restarts vmapped).
+
+    Args:
+      key: ``jax.random`` key (initialisation).
+      X: ``(n, d)`` data.
+      n_components: k.
+      covariance_type: "full" | "tied" | "diag" | "spherical".
+      reg_covar: added to the diagonal of every covariance (>= 0).
+      shrinkage: None, a float in [0, 1], "ledoit_wolf" or "oas": shrink each covariance
+        toward ``(tr S / d) I`` (estimated per component from its weighted scatter).
+      init: "kmeans++" (seeding + 5 Lloyd steps), "kmeans" (100 Lloyd steps),
+        "random", "random_from_data", or a :class:`GMM` to warm-start from.
+      n_init: restarts (vectorised); the best final lower bound wins.
+      max_iter: EM iterations at most. tol: stop when the lower bound changes by < tol.
+      sample_weight: ``(n,)`` non-negative weights.
+      prev_lower_bound: when continuing an earlier fit (``init`` its mixture), its lower
+        bound: the first iteration's change is measured from it, so a converged fit stops
+        after one iteration (scikit-learn's ``warm_start``). Default: -inf.
+    Returns:
+      ``(GMM, FitInfo)``.
+    Raises:
+      ValueError: X not 2-D, fewer samples than components, NaN/inf in concrete X, bad
+        options. Under jit, NaN/inf data gives ``info.converged == False`` instead.
+
+    >>> X = jax.random.normal(jax.random.key(0), (500, 2))
+    >>> g, info = fit(jax.random.key(1), X, 2)
+    >>> g.means.shape, bool(info.converged)
+    ((2, 2), True)
+    """
+    where = "gmm.fit"
+    X = _check_X(X, where)
+    n, d = X.shape
+    shrinkage, gmm_init = _check_fit_options(where, d, X.dtype, n_components, covariance_type, reg_covar,
+                                             shrinkage, init, n_init, max_iter)
+    if n < n_components:
+        raise ValueError(f"{where}: n_samples={n} should be >= n_components={n_components}")
+    _check_finite_rows(X, where, "X")
+    if sample_weight is None:
+        sw = jnp.ones(n, X.dtype)
+    else:
+        sw = as_float_array(sample_weight, "sample_weight", where, dtype=X.dtype)
+        if sw.shape != (n,):
+            raise ValueError(f"{where}: sample_weight must have shape ({n},), got {tuple(sw.shape)}")
+    # restart i's key does not depend on n_init, so more restarts never give a worse fit
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(int(n_init)))
+    run = _fit_small if _small(d, int(n_components), X.dtype, covariance_type, shrinkage) else _fit
+    return run(keys, X, sw, gmm_init, jnp.asarray(reg_covar, X.dtype), jnp.asarray(tol, X.dtype), int(n_components),
+               covariance_type, shrinkage, init if gmm_init is None else "warm", int(max_iter),
+               jnp.asarray(-np.inf if prev_lower_bound is None else prev_lower_bound, X.dtype))

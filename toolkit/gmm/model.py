@@ -1,0 +1,87 @@
+"""Using a fitted mixture: densities, predictions, sampling and information criteria."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import logsumexp
+
+from .._checks import as_float_array, check_choice
+from .covariance import _chol_precision
+from .em import _weighted_log_prob
+from .types import COVARIANCE_TYPES, GMM, _check_gmm_X
+
+
+def from_covariances(weights, means, covariances, covariance_type: str = "full") -> GMM:
+    """Build a :class:`GMM` from weights, means and covariances (computes precisions_cholesky)."""
+    check_choice(covariance_type, COVARIANCE_TYPES, "covariance_type", "gmm.from_covariances")
+    means = as_float_array(means, "means", "gmm.from_covariances")
+    cov = as_float_array(covariances, "covariances", "gmm.from_covariances", dtype=means.dtype)
+    w = as_float_array(weights, "weights", "gmm.from_covariances", dtype=means.dtype)
+    return GMM(w, means, cov, _chol_precision(cov, covariance_type), covariance_type)
+
+
+def log_prob(gmm: GMM, X):
+    """Log density of the mixture at each point: ``(n,)``."""
+    X = _check_gmm_X(gmm, X, "gmm.log_prob")
+    return jax.jit(lambda g, X: logsumexp(_weighted_log_prob(g, X), axis=1))(gmm, X)
+
+
+def score(gmm: GMM, X):
+    """Mean log-likelihood per sample (scikit-learn's ``score``)."""
+    return jnp.mean(log_prob(gmm, X))
+
+
+def predict_proba(gmm: GMM, X):
+    """Posterior component probabilities ``(n, k)``."""
+    X = _check_gmm_X(gmm, X, "gmm.predict_proba")
+    return jax.jit(lambda g, X: jax.nn.softmax(_weighted_log_prob(g, X), axis=1))(gmm, X)
+
+
+def predict(gmm: GMM, X):
+    """Most probable component per point ``(n,)``."""
+    X = _check_gmm_X(gmm, X, "gmm.predict")
+    return jax.jit(lambda g, X: jnp.argmax(_weighted_log_prob(g, X), axis=1))(gmm, X)
+
+
+def _full_cov(gmm):
+    k, d = gmm.means.shape
+    t = gmm.covariance_type
+    if t == "full":
+        return gmm.covariances
+    if t == "tied":
+        return jnp.broadcast_to(gmm.covariances, (k, d, d))
+    if t == "diag":
+        return jax.vmap(jnp.diag)(gmm.covariances)
+    return gmm.covariances[:, None, None] * jnp.eye(d, dtype=gmm.means.dtype)
+
+
+def sample(key, gmm: GMM, n: int):
+    """Draw ``n`` points: ``(X (n, d), labels (n,))``."""
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"gmm.sample: n must be a positive int, got {n!r}")
+    k1, k2 = jax.random.split(key)
+    labels = jax.random.categorical(k1, jnp.log(gmm.weights), shape=(int(n),))
+    chol = jnp.linalg.cholesky(_full_cov(gmm))
+    z = jax.random.normal(k2, (int(n), gmm.means.shape[1]), gmm.means.dtype)
+    X = gmm.means[labels] + jnp.einsum("nij,nj->ni", chol[labels], z)
+    return X, labels
+
+
+def n_parameters(gmm: GMM) -> int:
+    """Free parameters (as scikit-learn's ``_n_parameters``)."""
+    k, d = gmm.means.shape
+    cov = {"full": k * d * (d + 1) / 2, "tied": d * (d + 1) / 2, "diag": k * d, "spherical": k}[gmm.covariance_type]
+    return int(cov + k * d + k - 1)
+
+
+def bic(gmm: GMM, X):
+    """Bayesian information criterion (lower is better)."""
+    X = _check_gmm_X(gmm, X, "gmm.bic")
+    return -2 * score(gmm, X) * X.shape[0] + n_parameters(gmm) * np.log(X.shape[0])
+
+
+def aic(gmm: GMM, X):
+    """Akaike information criterion (lower is better)."""
+    X = _check_gmm_X(gmm, X, "gmm.aic")
+    return -2 * score(gmm, X) * X.shape[0] + 2 * n_parameters(gmm)

@@ -1,0 +1,132 @@
+"""The :class:`GMM` pytree, :class:`FitInfo`, and the checks of data and options shared by the fitting functions."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from .._checks import as_float_array, check_choice, check_positive_int
+
+
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+INITS = ("kmeans++", "kmeans", "random", "random_from_data")
+
+
+@functools.partial(jax.tree_util.register_dataclass,
+                   data_fields=["weights", "means", "covariances", "precisions_cholesky"],
+                   meta_fields=["covariance_type"])
+@dataclasses.dataclass(frozen=True)
+class GMM:
+    """A Gaussian mixture (a pytree; ``covariance_type`` is static metadata).
+
+    Attributes:
+      weights: ``(k,)`` mixing weights summing to 1.
+      means: ``(k, d)``.
+      covariances: see the module table.
+      precisions_cholesky: ``L`` with ``precision = L L^T`` (module table).
+      covariance_type: "full" | "tied" | "diag" | "spherical".
+    """
+
+    weights: jax.Array
+    means: jax.Array
+    covariances: jax.Array
+    precisions_cholesky: jax.Array
+    covariance_type: str = "full"
+
+
+class FitInfo(NamedTuple):
+    """Details of :func:`fit`.
+
+    Attributes:
+      converged: the lower bound changed by less than ``tol`` (False also for NaN/inf data
+        under jit).
+      n_iter: EM iterations run.
+      lower_bound: mean per-sample log-likelihood at the last E-step (scikit-learn's
+        ``lower_bound_``), of the best restart.
+      history: ``(max_iter,)`` lower bound per iteration; after ``n_iter`` it repeats
+        the last value.
+      lower_bounds: ``(n_init,)`` final lower bound of every restart.
+      rank_deficient: ``(k,)`` bool, True where a component's weighted scatter (before
+        ``shrinkage`` and ``reg_covar``) is numerically singular (smallest eigenvalue
+        below sqrt(eps) times the largest): its points span fewer than d dimensions,
+        and only the regularisation keeps its covariance invertible. "tied" repeats
+        the one flag.
+    """
+
+    converged: jax.Array
+    n_iter: jax.Array
+    lower_bound: jax.Array
+    history: jax.Array
+    lower_bounds: jax.Array
+    rank_deficient: jax.Array
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _check_X(X, where, dtype=None):
+    X = as_float_array(X, "X", where, dtype=dtype)
+    if X.ndim != 2:
+        raise ValueError(f"{where}: X must be 2-D (n_samples, n_features), got shape {tuple(X.shape)}")
+    return X
+
+
+def _check_gmm_X(gmm, X, where):
+    X = _check_X(X, where, dtype=jnp.result_type(gmm.means.dtype, jnp.result_type(X)))
+    if X.shape[1] != gmm.means.shape[-1]:
+        raise ValueError(f"{where}: X has {X.shape[1]} features but the mixture has {gmm.means.shape[-1]}")
+    return X
+
+
+@jax.jit
+def _first_bad_row(X):
+    """Index of the first row holding NaN/inf, or -1 (works on sharded arrays on device)."""
+    bad = ~jnp.all(jnp.isfinite(X), axis=1)
+    return jnp.where(jnp.any(bad), jnp.argmax(bad), -1)
+
+
+def _check_finite_rows(X, where, name, what=""):
+    """ValueError naming the first non-finite row of concrete ``X``; traced X is left alone
+    (NaN/inf then shows in the results, see ``FitInfo.converged``)."""
+    if isinstance(X, jax.core.Tracer):
+        return
+    row = int(_first_bad_row(X))
+    if row >= 0:
+        raise ValueError(f"{where}: {what}{name} contains NaN or inf (first at row {row})")
+
+
+def _check_shrinkage(shrinkage, covariance_type, where):
+    if shrinkage is None:
+        return None
+    if isinstance(shrinkage, str):
+        check_choice(shrinkage, ("ledoit_wolf", "oas"), "shrinkage", where)
+        if covariance_type not in ("full", "tied"):
+            raise ValueError(f"{where}: shrinkage={shrinkage!r} needs covariance_type 'full' or 'tied', "
+                             f"got {covariance_type!r} (use a float shrinkage for 'diag')")
+        return shrinkage
+    if isinstance(shrinkage, bool) or not isinstance(shrinkage, (int, float)) or not 0 <= shrinkage <= 1:
+        raise ValueError(f"{where}: shrinkage must be None, 'ledoit_wolf', 'oas' or a float in [0, 1], "
+                         f"got {shrinkage!r}")
+    return float(shrinkage)
+
+
+def _check_fit_options(where, d, dtype, n_components, covariance_type, reg_covar, shrinkage, init, n_init,
+                       max_iter):
+    """Validate fit's options; returns ``(shrinkage, gmm_init or None)``."""
+    check_positive_int(n_components, "n_components", where)
+    check_choice(covariance_type, COVARIANCE_TYPES, "covariance_type", where)
+    shrinkage = _check_shrinkage(shrinkage, covariance_type, where)
+    if not isinstance(reg_covar, (int, float)) or reg_covar < 0:
+        raise ValueError(f"{where}: reg_covar must be a float >= 0, got {reg_covar!r}")
+    check_positive_int(n_init, "n_init", where)
+    check_positive_int(max_iter, "max_iter", where)
+    if isinstance(init, GMM):
+        if init.covariance_type != covariance_type or init.means.shape != (n_components, d):
+            raise ValueError(f"{where}: init GMM has covariance_type {init.covariance_type!r} and means "
+                             f"{tuple(init.means.shape)}; expected {covariance_type!r} and {(n_components, d)}")
+        return shrinkage, jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), init)
+    check_choice(init, INITS, "init", where)
+    return shrinkage, None

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .config import output_file
+from toolkit.runner import output_file
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,7 +6,7 @@ from typing import Literal
 
 import numpy as np
 
-from .config import output_file
+from toolkit.runner import output_file
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,7 +16,7 @@ SMALL = ["n=6000", "d=3", "k=3", "max_iter=15", "repeat=0", "batch_size=1024"]
 
 
 def run(tmp, *args, timeout=300):
-    out = subprocess.run([sys.executable, "-m", "experiments", CONFIG, *SMALL, *args, "--out", "runs"],
+    out = subprocess.run([sys.executable, "-m", "toolkit_experiments", CONFIG, *SMALL, *args, "--out", "runs"],
                          cwd=tmp, capture_output=True, text=True, timeout=timeout,
                          env=dict(os.environ, JAX_PLATFORMS="cpu"))
     dirs = sorted((Path(tmp) / "runs" / "gmm_distributed").iterdir())
@@ -68,7 +68,7 @@ def test_missing_worker_times_out_at_start(tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu", TOOLKIT_DISTRIBUTED="1", COORDINATOR_ADDRESS="127.0.0.1:1",
                NUM_PROCESSES="2", PROCESS_ID="1")
     t0 = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "experiments", CONFIG, *SMALL, "distributed.init_timeout_s=3",
+    out = subprocess.run([sys.executable, "-m", "toolkit_experiments", CONFIG, *SMALL, "distributed.init_timeout_s=3",
                           "--out", "runs", "--quiet"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
                          env=env)
     assert out.returncode != 0

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments import _io
-from experiments.config import ConfigError, expand_sweep, parse_override
-from experiments.runner import main
+from experiments import main
+from toolkit.runner import _io
+from toolkit.runner.config import ConfigError, expand_sweep, parse_override
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -224,7 +224,29 @@ def test_quickstart_config_runs_and_reports_every_module(workdir):
 @pytest.mark.parametrize("cfg", sorted((ROOT / "configs").glob("**/*.yaml")), ids=lambda p: p.stem)
 def test_every_config_is_valid(cfg):
     """Every config type-checks (running the benchmarks is `make bench`, not a test)."""
-    from experiments.runner import prepare
+    from toolkit.runner import prepare
 
     plan = prepare(str(cfg), [], "runs")
     assert plan.points
+
+
+def test_installed_console_script_and_package_list(workdir):
+    """`toolkit-run` (the installed name of experiments/ is toolkit_experiments) runs a
+    config, and pyproject's explicit package list names every package folder."""
+    import shutil as _sh
+    import tomllib
+
+    exe = _sh.which("toolkit-run", path=str(Path(sys.executable).parent))
+    assert exe, "toolkit-run is not installed beside this Python"
+    cfg = write_cfg(workdir, "experiment: selftest\n")
+    proc = subprocess.run([exe, cfg, "n=3", "--quiet", "--out", str(Path(workdir) / "out")], cwd=workdir,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    conf = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(conf["packages"])
+    found = set()
+    for init in list((ROOT / "toolkit").rglob("__init__.py")) + list((ROOT / "experiments").rglob("__init__.py")):
+        rel = init.parent.relative_to(ROOT).parts
+        name = ".".join(("toolkit_experiments",) + rel[1:]) if rel[0] == "experiments" else ".".join(rel)
+        found.add(name)
+    assert found == listed

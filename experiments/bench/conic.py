@@ -16,7 +16,7 @@ import numpy as np
 from toolkit import conic
 
 from ._timing import timed
-from .config import output_file
+from toolkit.runner import output_file
 
 
 @dataclasses.dataclass(frozen=True)

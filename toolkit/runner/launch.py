@@ -1,4 +1,4 @@
-"""``python -m experiments CONFIG [key=value ...] [--out DIR]``.
+"""``python -m experiments CONFIG [key=value ...] [--out DIR]`` (``toolkit-run`` when installed).
 
 Everything that can be wrong with the command line or the config (missing file,
 invalid YAML, unknown experiment or key, wrong type, an output path escaping the
@@ -53,13 +53,14 @@ class Plan:
 
     settings: Any
     module: Any
+    experiments: str  # the package the experiment came from (workers import it too)
     points: list[tuple[dict[str, Any], Any]]  # (sweep point, Params)
     base_dir: Path
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = "python -m experiments") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m experiments",
+        prog=prog,
         description="Run a toolkit experiment from a YAML config.",
         epilog="Overrides use dotted keys parsed as YAML values: gmm.n_components=8, x64=true. "
         "A comma list (k=2,4,8) sweeps over the values, one run directory each.",
@@ -97,7 +98,7 @@ def _new_run_dir(parent: Path) -> Path:
     raise RuntimeError(f"could not create a fresh run directory under {parent}")
 
 
-def prepare(config: str, overrides: list[str], out: str = "runs") -> Plan:
+def prepare(config: str, overrides: list[str], out: str = "runs", *, experiments: str = "experiments") -> Plan:
     """Load, override, type-check and expand a config. Raises ConfigError; creates nothing."""
     data = load_yaml(config)
     cli_sweep: dict[str, list[Any]] = {}
@@ -108,7 +109,7 @@ def prepare(config: str, overrides: list[str], out: str = "runs") -> Plan:
         else:
             data = apply_override(data, key, value)
     settings = build_settings(data, default_name=Path(config).stem)
-    module = load_experiment(settings.experiment)
+    module = load_experiment(experiments, settings.experiment)
     sweep = {**settings.sweep, **cli_sweep}
     for key in sweep:
         if key.split(".")[0] in RESERVED:
@@ -116,7 +117,7 @@ def prepare(config: str, overrides: list[str], out: str = "runs") -> Plan:
     params_data = {k: v for k, v in data.items() if k not in RESERVED}
     points = [(pt, build_params(module.Params, cfg)) for pt, cfg in expand_sweep(params_data, sweep)]
     base = _check_out(out) / settings.name
-    return Plan(settings=settings, module=module, points=points, base_dir=base)
+    return Plan(settings=settings, module=module, experiments=experiments, points=points, base_dir=base)
 
 
 class _ListHandler(logging.Handler):
@@ -337,7 +338,7 @@ def launch_local(plan: Plan, config: str, overrides: list[str], out: str, n: int
     run_dir = _new_run_dir(plan.base_dir)
     atomic_write_text(run_dir / "status", "running\n")
     port = _free_port()
-    base_cmd = [sys.executable, "-m", "experiments", config, *overrides, "--out", out]
+    base_cmd = [sys.executable, "-m", plan.experiments, config, *overrides, "--out", out]
     if quiet:
         base_cmd.append("--quiet")
     procs, pumps = [], []
@@ -386,10 +387,12 @@ def launch_local(plan: Plan, config: str, overrides: list[str], out: str, n: int
     return 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: list[str] | None = None, *, experiments: str = "experiments") -> int:
+    """Run the command line ``argv`` with the experiments of package ``experiments``."""
+    prog = f"python -m {experiments}" if argv is not None or sys.argv[0].endswith("__main__.py") else "toolkit-run"
+    args = _parser(prog).parse_args(argv)
     try:
-        plan = prepare(args.config, args.overrides, args.out)
+        plan = prepare(args.config, args.overrides, args.out, experiments=experiments)
         if args.processes is not None and args.processes < 1:
             raise ConfigError(f"--processes must be a positive int, got {args.processes}")
     except ConfigError as exc:
@@ -399,6 +402,3 @@ def main(argv: list[str] | None = None) -> int:
         return launch_local(plan, args.config, args.overrides, args.out, args.processes, quiet=args.quiet)
     return execute(plan, quiet=args.quiet, run_dir=args.run_dir)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

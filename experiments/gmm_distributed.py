@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 from toolkit import gmm
+from toolkit._synthetic import mixture_data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,15 +41,7 @@ class Params:
 
 
 def _data(p: Params) -> np.ndarray:
-    rng = np.random.default_rng(p.seed)
-    means = rng.normal(scale=4.0, size=(p.k, p.d))
-    lab = rng.integers(0, p.k, size=p.n)
-    A = rng.normal(size=(p.k, p.d, p.d)) / np.sqrt(p.d)
-    z = rng.normal(size=(p.n, p.d))
-    X = means[lab].copy()
-    for j in range(p.k):
-        X[lab == j] += z[lab == j] @ A[j].T
-    return X
+    return mixture_data(np.random.default_rng(p.seed), p.n, p.d, p.k)[0]
 
 
 def _bounds(n: int, P: int, split: str) -> list[int]:

@@ -1,21 +1,10 @@
-"""Test configuration: float64 on, a persistent compilation cache, shared fixtures."""
+"""Test fixtures and hypothesis profiles (float64, CPU and the cache: ../conftest.py)."""
 import json
 import os
 from pathlib import Path
 
-import jax
-
-jax.config.update("jax_enable_x64", True)
-
-import pytest  # noqa: E402
-
-import toolkit  # noqa: E402
-
-# Compilation dominates a cold test run; a persistent cache makes reruns fast.
-if os.environ.get("TOOLKIT_JAX_CACHE", "1") != "0":
-    toolkit.enable_compilation_cache()
-
-from hypothesis import settings  # noqa: E402
+import pytest
+from hypothesis import settings
 
 # Property tests draw the same examples on every run, so CI is reproducible;
 # HYPOTHESIS_PROFILE=explore draws fresh ones.
@@ -24,6 +13,9 @@ settings.register_profile("explore", deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "toolkit"))
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# a script run in its own process by test_gmm_scale.py, not a module to import here
+collect_ignore = ["sharded_check.py"]
 
 
 def _reference_path() -> Path:

@@ -7,17 +7,14 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.mixture import GaussianMixture as SkGM
 from sklearn.utils.estimator_checks import check_estimator
 
+from toolkit._synthetic import mixture_data
 from toolkit.estimators import GaussianMixture
 
 COV_TYPES = ["full", "tied", "diag", "spherical"]
 
 
 def blobs(seed=0, n=400, d=3, k=3):
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(k, d)) * 4
-    labels = rng.integers(k, size=n)
-    A = rng.normal(size=(k, d, d)) * 0.5 + np.eye(d)
-    return centers[labels] + np.einsum("nij,nj->ni", A[labels], rng.normal(size=(n, d)))
+    return mixture_data(np.random.default_rng(seed), n, d, k, factor_offset=1.0)[0]
 
 
 def start(X, k, cov_type, seed=1):

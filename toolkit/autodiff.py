@@ -107,9 +107,8 @@ def jacobian(f: Callable, argnums: int | Sequence[int] = 0, *, mode: str = "auto
     Raises:
       ValueError: unknown mode or chunk_size < 1.
 
-    >>> jacobian(lambda x: x ** 2)(jnp.array([4.0, 4.0]))
-    Array([[8., 0.],
-           [0., 8.]], dtype=float32)
+    >>> jacobian(lambda x: x ** 2)(jnp.array([4.0, 4.0])).tolist()
+    [[8.0, 0.0], [0.0, 8.0]]
     """
     check_choice(mode, ("auto", "fwd", "rev"), "mode", "autodiff.jacobian")
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
@@ -167,9 +166,8 @@ def _chunked_jacobian(f, args, nums, single, mode, has_aux, chunk):
 def hessian(f: Callable, argnums: int | Sequence[int] = 0) -> Callable:
     """Dense Hessian (forward-over-reverse) of a scalar ``f``; layout ``x.shape + x.shape``.
 
-    >>> hessian(lambda x: jnp.sum(x ** 3))(jnp.array([1.0, 2.0]))
-    Array([[ 6.,  0.],
-           [ 0., 12.]], dtype=float32)
+    >>> hessian(lambda x: jnp.sum(x ** 3))(jnp.array([1.0, 2.0])).tolist()
+    [[6.0, 0.0], [0.0, 12.0]]
     """
     return jax.hessian(f, argnums=argnums)
 
@@ -222,8 +220,8 @@ def vjp(f: Callable, *primals, cotangent):
         (the message names both shapes).
 
     >>> x = jnp.array([1.0, 2.0, 3.0, 4.0])
-    >>> vjp(lambda x: jnp.outer(x, x), x, cotangent=jnp.ones((4, 4)))
-    Array([20., 20., 20., 20.], dtype=float32)
+    >>> vjp(lambda x: jnp.outer(x, x), x, cotangent=jnp.ones((4, 4))).tolist()
+    [20.0, 20.0, 20.0, 20.0]
     """
     if not primals:
         raise ValueError("autodiff.vjp: give at least one primal")
@@ -273,8 +271,8 @@ def elementwise_grad(f: Callable, order: int = 1, *, check: bool = False) -> Cal
     Returns:
       a function ``x -> (x.shape)``.
 
-    >>> elementwise_grad(lambda a: a ** 3 / 3, order=2)(jnp.array([2.0, 3.0]))
-    Array([4., 6.], dtype=float32)
+    >>> elementwise_grad(lambda a: a ** 3 / 3, order=2)(jnp.array([2.0, 3.0])).tolist()
+    [4.0, 6.0]
     """
     if not isinstance(order, int) or order < 1:
         raise ValueError(f"autodiff.elementwise_grad: order must be an int >= 1, got {order!r}")
@@ -641,8 +639,8 @@ def intermediate_grads(f: Callable, *args):
     >>> def f(x):
     ...     h = tag("h", x * 2.0)
     ...     return jnp.sum(h ** 2)
-    >>> intermediate_grads(f, jnp.array([1.0, 2.0]))[1]["h"]
-    Array([4., 8.], dtype=float32)
+    >>> intermediate_grads(f, jnp.array([1.0, 2.0]))[1]["h"].tolist()
+    [4.0, 8.0]
     """
     with _tagging(_TagState("collect", {})) as st:
         out = jax.eval_shape(f, *args)

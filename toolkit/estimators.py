@@ -56,8 +56,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     data.
 
     Example:
+      >>> rng = np.random.default_rng(0)
+      >>> X = np.concatenate([rng.normal(size=(100, 2)), rng.normal(size=(100, 2)) + 8])
       >>> gm = GaussianMixture(n_components=2, random_state=0).fit(X)
-      >>> gm.predict(X[:3]), gm.score(X)
+      >>> gm.means_.round(0) + 0.0  # one component per cluster (order from the seeding)
+      array([[8., 8.],
+             [0., 0.]])
+      >>> (gm.predict(X[:3]) == gm.predict(X[:1])).all(), gm.converged_
+      (np.True_, True)
     """
 
     def __init__(self, n_components=1, *, covariance_type="full", tol=1e-3, reg_covar=1e-6, max_iter=100,

@@ -10,6 +10,8 @@ import numpy as np
 
 from toolkit import gmm
 
+from toolkit._synthetic import mixture_data
+
 from ._timing import timed
 
 
@@ -33,10 +35,7 @@ class Params:
 
 
 def _data(rng, s: Size):
-    centers = rng.normal(scale=4.0, size=(s.k, s.d))
-    labels = rng.integers(0, s.k, size=s.n)
-    A = rng.normal(size=(s.k, s.d, s.d)) / np.sqrt(s.d)
-    return centers[labels] + np.einsum("nij,nj->ni", A[labels], rng.normal(size=(s.n, s.d)))
+    return mixture_data(rng, s.n, s.d, s.k)[0]
 
 
 def _flops_per_iter(s: Size) -> float:

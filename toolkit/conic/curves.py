@@ -40,7 +40,8 @@ def geometry(coeffs) -> ConicGeometry:
       :class:`ConicGeometry`; fields that do not apply to a kind are NaN.
 
     Example:
-      >>> geometry(jnp.array([4., 0, 9, -8, 0, -32])).semi_axes  # [3., 2.]
+      >>> geometry(jnp.array([4., 0, 9, -8, 0, -32])).semi_axes.round(6).tolist()
+      [3.0, 2.0]
     """
     c = _coeffs(coeffs, "conic.geometry")
     return _geometry(c)
@@ -92,7 +93,9 @@ def from_geometry(center, semi_axes, angle, *, kind="ellipse"):
         the int codes, also as an array to mix kinds in a batch).
 
     Example:
-      >>> from_geometry(jnp.array([1., 0]), jnp.array([3., 2]), 0.0)  # ~ [4, 0, 9, -8, 0, -32]/n
+      >>> c = from_geometry(jnp.array([1., 0]), jnp.array([3., 2]), 0.0)
+      >>> np.asarray(c / c[0] * 4).round(6) + 0.0   # unit norm, proportional to:
+      array([  4.,   0.,   9.,  -8.,   0., -32.])
     """
     where = "conic.from_geometry"
     ctr = as_float_array(center, "center", where)

@@ -115,7 +115,9 @@ def fit(points, *, kind: str = "any", method: str = "direct", weights=None, max_
     Example:
       >>> t = jnp.linspace(0, 2 * jnp.pi, 20)
       >>> pts = jnp.stack([3 * jnp.cos(t) + 1, 2 * jnp.sin(t)], -1)
-      >>> fit(pts, kind="ellipse").coeffs  # proportional to [4, 0, 9, -8, 0, -32]
+      >>> c = fit(pts, kind="ellipse").coeffs
+      >>> np.asarray(c / c[0] * 4).round(6) + 0.0   # unit norm, proportional to:
+      array([  4.,   0.,   9.,  -8.,   0., -32.])
     """
     where = "conic.fit"
     check_choice(kind, _FIT_KINDS, "kind", where)

@@ -26,8 +26,8 @@ def weighted_moments(X, w):
 
     >>> W = jnp.array([[0.2, 0.1, 0.0], [0.1, 0.2, 0.4]])   # an image as weights on its grid
     >>> ij = jnp.stack(jnp.meshgrid(jnp.arange(2.), jnp.arange(3.), indexing="ij"), -1).reshape(-1, 2)
-    >>> weighted_moments(ij, W.ravel())[0]
-    Array([0.7, 1.1], dtype=float32)
+    >>> np.asarray(weighted_moments(ij, W.ravel())[0])
+    array([0.7, 1.1])
     """
     X = as_float_array(X, "X", "gmm.weighted_moments")
     w = as_float_array(w, "w", "gmm.weighted_moments", dtype=X.dtype)

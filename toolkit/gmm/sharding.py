@@ -46,8 +46,12 @@ def shard_rows(X, mesh=None, *, sample_weight=None):
     Raises:
       ValueError: X not 2-D, or sample_weight of the wrong length.
 
-    >>> Xs, w = shard_rows(np.ones((10, 3)))          # doctest: +SKIP
-    >>> g, info = toolkit.gmm.fit(key, Xs, 2, sample_weight=w)   # doctest: +SKIP
+    >>> from toolkit import gmm
+    >>> X = np.random.default_rng(0).normal(size=(10, 3))
+    >>> Xs, w = shard_rows(X)            # padded to a multiple of the device count
+    >>> g, info = gmm.fit(jax.random.key(0), Xs, 2, sample_weight=w)
+    >>> float(w.sum()), g.means.shape
+    (10.0, (2, 3))
     """
     where = "gmm.shard_rows"
     X = np.asarray(X)

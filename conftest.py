@@ -1,0 +1,24 @@
+"""Root pytest configuration, for the tests and the docstring examples alike: float64 on,
+CPU only, JAX's persistent compilation cache, and the names docstring examples use."""
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import toolkit  # noqa: E402
+
+# Compilation dominates a cold test run; a persistent cache makes reruns fast.
+if os.environ.get("TOOLKIT_JAX_CACHE", "1") != "0":
+    toolkit.enable_compilation_cache()
+
+
+@pytest.fixture(autouse=True)
+def _doctest_names(doctest_namespace):
+    doctest_namespace.update(jax=jax, jnp=jnp, np=np)

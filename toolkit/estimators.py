@@ -20,6 +20,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import gmm as _gmm
+from .gmm.covariance import COVARIANCE
 from .gmm.em import _m_step
 from .gmm.init import _init_resp
 from ._checks import scoped_x64
@@ -35,7 +36,7 @@ def _raise_if_ill_defined(g):
     jitter keeps it going); the drop-in raises as scikit-learn does when ``reg_covar=0``
     leaves a component's covariance singular (collapsed or singleton samples)."""
     cov = np.asarray(g.covariances, np.float64)
-    if g.covariance_type in ("full", "tied"):
+    if COVARIANCE[g.covariance_type].matrix:
         mats = cov.reshape((-1,) + cov.shape[-2:])
         bad = any(np.min(np.linalg.eigvalsh(m)) <= 0 for m in mats)
     else:
@@ -138,11 +139,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 raise ValueError(f"The parameter 'means' should have the shape of {(k, d)}, but got {means.shape}")
         if self.precisions_init is not None:
             prec = np.asarray(self.precisions_init, np.float64)
-            shape = {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[self.covariance_type]
+            shape = COVARIANCE[self.covariance_type].shape(k, d)
             if prec.shape != shape:
                 raise ValueError(f"The parameter '{self.covariance_type} precision' should have the shape of "
                                  f"{shape}, but got {prec.shape}")
-            if self.covariance_type in ("full", "tied"):
+            if COVARIANCE[self.covariance_type].matrix:
                 mats = prec.reshape((-1, d, d))
                 for m in mats:
                     if not np.allclose(m, m.T) or np.any(np.linalg.eigvalsh(m) <= 0):
@@ -207,12 +208,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.covariances_ = np.asarray(g.covariances, np.float64)
         pc = np.asarray(g.precisions_cholesky, np.float64)
         self.precisions_cholesky_ = pc
-        if self.covariance_type == "full":
-            self.precisions_ = pc @ np.swapaxes(pc, -1, -2)
-        elif self.covariance_type == "tied":
-            self.precisions_ = pc @ pc.T
-        else:
-            self.precisions_ = pc ** 2
+        # P = L L^T per matrix (tied: one), or 1 / var for the diagonal types
+        self.precisions_ = pc @ np.swapaxes(pc, -1, -2) if COVARIANCE[self.covariance_type].matrix else pc ** 2
 
     # ------------------------------------------------------------------ inference
     def _data(self, X):

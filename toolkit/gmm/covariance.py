@@ -1,7 +1,16 @@
-"""Covariance types: sufficient statistics to covariances, shrinkage, the precision Cholesky factors, log-determinants and Gaussian log densities."""
+"""Covariance types and shrinkage rules, each one entry of a table.
+
+:data:`COVARIANCE` maps every ``covariance_type`` to what differs between the types: the
+shape of its second-moment statistics, how component scatters become its covariance,
+the precision Cholesky factor and log-determinant, the Mahalanobis terms of the E-step,
+and its parameter count. :data:`SHRINKAGE` maps the named shrinkage rules to their
+intensity estimators. Adding a covariance type or a shrinkage rule is one entry here;
+the EM code, the model functions and the estimators read these tables and name no type.
+"""
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import dataclasses
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -10,9 +19,6 @@ from jax.scipy.linalg import solve_triangular
 
 from .._checks import as_float_array
 from .types import GMM
-
-
-# ----------------------------------------------------------------------------- maths
 
 
 def weighted_moments(X, w):
@@ -46,20 +52,11 @@ def _weighted_moments(X, w):
     return mean, cov
 
 
-def _chol_precision(cov, covariance_type, floor=None):
-    """Cholesky factor of the precision: L = (chol(cov))^{-T}, via a triangular solve.
-
-    Safety net (documented in the module): a numerically singular covariance (possible
-    only with ``reg_covar=0``) gets a jitter of 1e-6 times the larger of its mean
-    variance and ``floor`` (the data's mean variance in EM; 1 if neither is positive).
-    """
+def _chol_matrix(cov, floor):
+    """``(..., d, d)`` covariances -> precision Cholesky factors ``L`` (``P = L L^T``) by a
+    Cholesky factorisation and a triangular solve; a numerically singular matrix gets a
+    jitter of 1e-6 times the larger of its mean variance and ``floor``."""
     eps = jnp.finfo(cov.dtype).eps
-    floor = jnp.zeros((), cov.dtype) if floor is None else floor
-    if covariance_type in ("diag", "spherical"):
-        scale = jnp.mean(cov, -1, keepdims=True) if covariance_type == "diag" else cov
-        big = jnp.maximum(scale, floor)
-        jitter = 1e-6 * jnp.where(big > 0, big, 1.0)
-        return lax.rsqrt(jnp.where(cov > eps * jnp.maximum(scale, 0.0), cov, cov + jitter))
     d = cov.shape[-1]
     eye = jnp.eye(d, dtype=cov.dtype)
     scale = jnp.trace(cov, axis1=-2, axis2=-1)[..., None, None] / d
@@ -77,34 +74,130 @@ def _chol_precision(cov, covariance_type, floor=None):
     return jnp.swapaxes(solve_triangular(c, jnp.broadcast_to(eye, c.shape), lower=True), -1, -2)
 
 
+def _chol_variances(cov, scale, floor):
+    """Variances -> ``1 / sqrt(var)``, with the same jitter rule as :func:`_chol_matrix`
+    (``scale``: the mean variance the rule compares with)."""
+    eps = jnp.finfo(cov.dtype).eps
+    big = jnp.maximum(scale, floor)
+    jitter = 1e-6 * jnp.where(big > 0, big, 1.0)
+    return lax.rsqrt(jnp.where(cov > eps * jnp.maximum(scale, 0.0), cov, cov + jitter))
+
+
+def _maha_full(X, means, pc):
+    y = jnp.einsum("nd,kde->nke", X, pc) - jnp.einsum("kd,kde->ke", means, pc)[None]
+    return jnp.sum(y * y, -1)
+
+
+def _maha_tied(X, means, pc):
+    y = (X @ pc)[:, None, :] - (means @ pc)[None]
+    return jnp.sum(y * y, -1)
+
+
+def _maha_diag(X, means, pc):
+    p = pc * pc
+    return (X * X) @ p.T - 2.0 * X @ (means * p).T + jnp.sum(means * means * p, -1)[None]
+
+
+def _maha_spherical(X, means, pc):
+    p = pc * pc
+    return (jnp.sum(X * X, -1)[:, None] * p[None] - 2.0 * (X @ means.T) * p[None]
+            + (jnp.sum(means * means, -1) * p)[None])
+
+
+def _pool(nk, S):
+    """The shared (tied) covariance: the components' scatters weighted by their counts."""
+    return jnp.sum(nk[:, None, None] * S, 0) / jnp.sum(nk)
+
+
+@dataclasses.dataclass(frozen=True)
+class CovarianceType:
+    """What one ``covariance_type`` is (shapes with k components in d dimensions).
+
+    matrix: the statistics keep whole ``(k, d, d)`` second moments (else diagonals ``(k, d)``).
+    pooled: one covariance shared by every component (its effective count is the total).
+    shape: ``(k, d) -> covariances shape``.
+    n_params: ``(k, d) ->`` free parameters of the covariances.
+    from_scatter: ``(nk (k,), S) ->`` this type's covariance before shrinkage and
+      ``reg_covar``, from the component scatters ``S`` ((k, d, d) or (k, d)).
+    chol_precision: ``(cov, floor) ->`` precision Cholesky factor (same shape as cov).
+    log_det: ``(pc, d) ->`` log-determinant of the precision factor, ``(k,)`` or scalar.
+    maha: ``(X (n, d), means (k, d), pc) ->`` squared Mahalanobis distances ``(n, k)``.
+    as_full: ``(cov, k, d) ->`` ``(k, d, d)`` covariance matrices.
+    finish: the covariance after shrinkage and ``reg_covar`` -> this type's (spherical
+      averages the variances over the features).
+    features: EM may use the one-GEMM feature path (:mod:`toolkit.gmm.em`).
+    """
+
+    matrix: bool
+    pooled: bool
+    shape: Callable
+    n_params: Callable
+    from_scatter: Callable
+    chol_precision: Callable
+    log_det: Callable
+    maha: Callable
+    as_full: Callable
+    finish: Callable = lambda cov: cov
+    features: bool = False
+
+
+COVARIANCE: dict[str, CovarianceType] = {
+    "full": CovarianceType(
+        matrix=True, pooled=False, features=True,
+        shape=lambda k, d: (k, d, d), n_params=lambda k, d: k * d * (d + 1) / 2,
+        from_scatter=lambda nk, S: S,
+        chol_precision=_chol_matrix,
+        log_det=lambda pc, d: jnp.sum(jnp.log(jnp.diagonal(pc, axis1=-2, axis2=-1)), -1),
+        maha=_maha_full,
+        as_full=lambda cov, k, d: cov),
+    "tied": CovarianceType(
+        matrix=True, pooled=True,
+        shape=lambda k, d: (d, d), n_params=lambda k, d: d * (d + 1) / 2,
+        from_scatter=_pool,
+        chol_precision=_chol_matrix,
+        log_det=lambda pc, d: jnp.sum(jnp.log(jnp.diagonal(pc))),
+        maha=_maha_tied,
+        as_full=lambda cov, k, d: jnp.broadcast_to(cov, (k, d, d))),
+    "diag": CovarianceType(
+        matrix=False, pooled=False,
+        shape=lambda k, d: (k, d), n_params=lambda k, d: k * d,
+        from_scatter=lambda nk, S: S,
+        chol_precision=lambda cov, floor: _chol_variances(cov, jnp.mean(cov, -1, keepdims=True), floor),
+        log_det=lambda pc, d: jnp.sum(jnp.log(pc), -1),
+        maha=_maha_diag,
+        as_full=lambda cov, k, d: jax.vmap(jnp.diag)(cov)),
+    "spherical": CovarianceType(
+        matrix=False, pooled=False,
+        shape=lambda k, d: (k,), n_params=lambda k, d: k,
+        from_scatter=lambda nk, S: S,
+        finish=lambda cov: jnp.mean(cov, -1),
+        chol_precision=lambda cov, floor: _chol_variances(cov, cov, floor),
+        log_det=lambda pc, d: d * jnp.log(pc),
+        maha=_maha_spherical,
+        as_full=lambda cov, k, d: cov[:, None, None] * jnp.eye(d, dtype=cov.dtype)),
+}
+
+
+def _chol_precision(cov, covariance_type, floor=None):
+    """Cholesky factor of the precision of ``cov`` (shapes in the module table).
+
+    Safety net (documented in the package): a numerically singular covariance (possible
+    only with ``reg_covar=0``) gets a jitter of 1e-6 times the larger of its mean
+    variance and ``floor`` (the data's mean variance in EM; 1 if neither is positive).
+    """
+    floor = jnp.zeros((), cov.dtype) if floor is None else floor
+    return COVARIANCE[covariance_type].chol_precision(cov, floor)
+
+
 def _log_det_chol(pc, covariance_type, d):
-    if covariance_type == "full":
-        return jnp.sum(jnp.log(jnp.diagonal(pc, axis1=-2, axis2=-1)), -1)
-    if covariance_type == "tied":
-        return jnp.sum(jnp.log(jnp.diagonal(pc)))
-    if covariance_type == "diag":
-        return jnp.sum(jnp.log(pc), -1)
-    return d * jnp.log(pc)
+    return COVARIANCE[covariance_type].log_det(pc, d)
 
 
 def _log_gaussian(X, means, pc, covariance_type):
     """log N(x_n | mu_k, Sigma_k) for all n, k: ``(n, k)``."""
-    n, d = X.shape
-    log_det = _log_det_chol(pc, covariance_type, d)
-    if covariance_type == "full":
-        y = jnp.einsum("nd,kde->nke", X, pc) - jnp.einsum("kd,kde->ke", means, pc)[None]
-        maha = jnp.sum(y * y, -1)
-    elif covariance_type == "tied":
-        y = (X @ pc)[:, None, :] - (means @ pc)[None]
-        maha = jnp.sum(y * y, -1)
-    elif covariance_type == "diag":
-        p = pc * pc
-        maha = (X * X) @ p.T - 2.0 * X @ (means * p).T + jnp.sum(means * means * p, -1)[None]
-    else:
-        p = pc * pc
-        maha = jnp.sum(X * X, -1)[:, None] * p[None] - 2.0 * (X @ means.T) * p[None] \
-            + (jnp.sum(means * means, -1) * p)[None]
-    return -0.5 * (d * jnp.log(2 * jnp.pi) + maha) + log_det  # log_det: (k,) or scalar (tied)
+    d = X.shape[1]
+    t = COVARIANCE[covariance_type]
+    return -0.5 * (d * jnp.log(2 * jnp.pi) + t.maha(X, means, pc)) + t.log_det(pc, d)
 
 
 def _shrink_to_identity(S, a, d):
@@ -137,6 +230,41 @@ def _ledoit_wolf_alpha(S, m4, n_eff, d):
     return jnp.where(delta > 0, jnp.clip(beta / jnp.where(delta > 0, delta, 1.0), 0.0, 1.0), 0.0)
 
 
+class ShrinkageRule(NamedTuple):
+    """A named shrinkage rule: ``intensity(S, m4, n_eff, d)`` gives the weight of the
+    target for scatter(s) ``S (..., d, d)`` from ``n_eff`` samples; ``m4`` is the fourth
+    moment ``sum r |x - mu|^4``, computed (and streamed) only when ``fourth_moment``."""
+
+    intensity: Callable
+    fourth_moment: bool = False
+
+
+SHRINKAGE: dict[str, ShrinkageRule] = {
+    "ledoit_wolf": ShrinkageRule(lambda S, m4, n_eff, d: _ledoit_wolf_alpha(S, m4, n_eff, d), fourth_moment=True),
+    "oas": ShrinkageRule(lambda S, m4, n_eff, d: _oas_alpha(S, n_eff, d)),
+}
+
+
+def _needs_fourth_moment(shrinkage) -> bool:
+    return isinstance(shrinkage, str) and SHRINKAGE[shrinkage].fourth_moment
+
+
+def _shrink(S, st, nk, means, shrinkage, t: CovarianceType):
+    """Pull covariance(s) ``S`` toward the scaled identity (matrix types) or the mean
+    variance (diagonal types) with a fixed weight or a named rule's estimate."""
+    d = means.shape[-1]
+    if not t.matrix:  # named rules are refused for diagonal types by the option checks
+        return (1 - shrinkage) * S + shrinkage * jnp.mean(S, -1, keepdims=True)
+    if not isinstance(shrinkage, str):
+        return _shrink_to_identity(S, shrinkage, d)
+    rule = SHRINKAGE[shrinkage]
+    m4 = None
+    if rule.fourth_moment:
+        m4 = _fourth_moment(st, means)
+        m4 = jnp.sum(m4) if t.pooled else m4
+    return _shrink_to_identity(S, rule.intensity(S, m4, jnp.sum(nk) if t.pooled else nk, d), d)
+
+
 class _Stats(NamedTuple):
     """Weighted sufficient statistics of EM over (part of) the data: they add across parts.
 
@@ -155,7 +283,7 @@ def _scatter(st, covariance_type):
     symmetrised; diag/spherical: its diagonal ``(k, d)``), before shrinkage and reg_covar."""
     nk = st.nk + 10 * jnp.finfo(st.s1.dtype).eps
     means = st.s1 / nk[:, None]
-    if covariance_type in ("full", "tied"):
+    if COVARIANCE[covariance_type].matrix:
         S = st.s2 / nk[:, None, None] - jnp.einsum("ki,kj->kij", means, means)
         return nk, means, 0.5 * (S + jnp.swapaxes(S, -1, -2))
     return nk, means, jnp.maximum(st.s2 / nk[:, None] - means * means, 0.0)
@@ -171,34 +299,21 @@ def _fourth_moment(st, means):
 
 def _params_from_stats(st, reg_covar, covariance_type, shrinkage):
     """M-step from the sufficient statistics :class:`_Stats`."""
+    t = COVARIANCE[covariance_type]
     nk, means, S = _scatter(st, covariance_type)
     d = means.shape[-1]
-    if covariance_type in ("full", "tied"):
-        if covariance_type == "tied":
-            S = jnp.sum(nk[:, None, None] * S, 0) / jnp.sum(nk)
-        if shrinkage is not None:
-            n_eff = nk if covariance_type == "full" else jnp.sum(nk)
-            if shrinkage == "ledoit_wolf":
-                m4 = _fourth_moment(st, means)
-                a = _ledoit_wolf_alpha(S, m4 if covariance_type == "full" else jnp.sum(m4), n_eff, d)
-            elif shrinkage == "oas":
-                a = _oas_alpha(S, n_eff, d)
-            else:
-                a = shrinkage
-            S = _shrink_to_identity(S, a, d)
-        cov = S + reg_covar * jnp.eye(d, dtype=means.dtype)
-        total_second = jnp.trace(st.s2, axis1=-2, axis2=-1)
-    else:
-        var = S
-        if shrinkage is not None and not isinstance(shrinkage, str):
-            var = (1 - shrinkage) * var + shrinkage * jnp.mean(var, -1, keepdims=True)
-        cov = var + reg_covar
-        if covariance_type == "spherical":
-            cov = jnp.mean(cov, -1)
-        total_second = jnp.sum(st.s2, -1)
+    cov = t.from_scatter(nk, S)
+    if shrinkage is not None:
+        cov = _shrink(cov, st, nk, means, shrinkage, t)
+    cov = t.finish(cov + (reg_covar * jnp.eye(d, dtype=means.dtype) if t.matrix else reg_covar))
     weights = nk / jnp.sum(nk)
-    floor = jnp.sum(total_second) / (d * jnp.sum(nk))  # mean second moment of the data
-    return GMM(weights, means, cov, _chol_precision(cov, covariance_type, floor), covariance_type)
+    floor = jnp.sum(_second_moments(st)) / (d * jnp.sum(nk))  # mean second moment of the data
+    return GMM(weights, means, cov, t.chol_precision(cov, floor), covariance_type)
+
+
+def _second_moments(st):
+    """``(k,)`` sum_n r_nk |x_n|^2 from the statistics."""
+    return jnp.trace(st.s2, axis1=-2, axis2=-1) if st.s2.ndim == 3 else jnp.sum(st.s2, -1)
 
 
 def _rank_deficient(st, covariance_type):
@@ -206,13 +321,13 @@ def _rank_deficient(st, covariance_type):
     an eigenvalue below sqrt(eps) times its largest, so its points span fewer than d
     dims, or its whole scatter is below sqrt(eps) times the data's mean second moment
     (a component that owns a single point, where round-off alone sets the eigenvalues)."""
+    t = COVARIANCE[covariance_type]
     nk, _, S = _scatter(st, covariance_type)
-    if covariance_type == "tied":
-        S = jnp.sum(nk[:, None, None] * S, 0) / jnp.sum(nk)
-    ev = jnp.linalg.eigvalsh(S) if covariance_type in ("full", "tied") else S
+    if t.pooled:
+        S = _pool(nk, S)
+    ev = jnp.linalg.eigvalsh(S) if t.matrix else S
     rtol = jnp.sqrt(jnp.finfo(ev.dtype).eps)
     top = jnp.max(jnp.abs(ev), -1)
-    second = jnp.trace(st.s2, axis1=-2, axis2=-1) if st.s2.ndim == 3 else jnp.sum(st.s2, -1)
-    data_scale = jnp.sum(second) / (ev.shape[-1] * jnp.sum(st.nk))  # fit() centres X: ~ the variance
+    data_scale = jnp.sum(_second_moments(st)) / (ev.shape[-1] * jnp.sum(st.nk))  # fit() centres X: ~ variance
     bad = (jnp.min(ev, -1) <= rtol * top) | (top <= rtol * data_scale)
     return jnp.broadcast_to(bad, nk.shape)

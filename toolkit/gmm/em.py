@@ -11,15 +11,16 @@ from jax.scipy.special import logsumexp
 
 from .._checks import check_choice
 from .._xla import row_sums
-from .covariance import _Stats, _log_det_chol, _log_gaussian, _params_from_stats, _rank_deficient
+from .covariance import COVARIANCE, _Stats, _log_det_chol, _log_gaussian, _needs_fourth_moment, _params_from_stats, _rank_deficient
 from .types import COVARIANCE_TYPES, GMM, _check_X, _check_gmm_X, _check_shrinkage
 
 
 def _use_features(d, k, dtype, covariance_type, shrinkage):
     # The features take n * (d(d+1)/2 + d + 1) numbers; the direct path's (n, k, d)
     # temporaries take n * k * d. Keep memory in the same range; float64 only (see below).
-    # Ledoit-Wolf needs fourth moments, which the features do not give.
-    return (covariance_type == "full" and dtype == jnp.float64 and shrinkage != "ledoit_wolf"
+    # A rule that needs fourth moments (Ledoit-Wolf) cannot use them: the features do
+    # not give those.
+    return (COVARIANCE[covariance_type].features and dtype == jnp.float64 and not _needs_fourth_moment(shrinkage)
             and d * (d + 1) // 2 + d + 1 <= 2 * k * d)
 
 
@@ -33,13 +34,13 @@ def _stats_from_resp(X, resp, covariance_type, shrinkage, F=None):
         return _stats_from_feature_sums(resp.T @ F, d)
     else:
         nk, s1 = jnp.sum(resp, 0), resp.T @ X
-        if covariance_type in ("full", "tied"):
+        if COVARIANCE[covariance_type].matrix:
             # Sum r x x^T - n_k mu mu^T: a third of the work of centred (n, k, d) products.
             # fit() centres X first so the subtraction loses nothing in practice.
             s2 = jnp.einsum("nk,ni,nj->kij", resp, X, X)
         else:
             s2 = resp.T @ (X * X)  # (k, d): the diagonal only
-    if shrinkage != "ledoit_wolf":
+    if not _needs_fourth_moment(shrinkage):
         return _Stats(nk, s1, s2)
     x2 = jnp.sum(X * X, -1)
     return _Stats(nk, s1, s2, resp.T @ (x2[:, None] * X), resp.T @ (x2 * x2))
@@ -151,14 +152,25 @@ def _em_step_small(g, X, sw):
     return sums[0], jnp.stack(sums[1:]).reshape(k, p)
 
 
-def _em_step(g, X, sw, F, reg_covar, covariance_type, shrinkage, small=False):
-    """One EM iteration: ``(sum sw log p under g, stats, new g)``."""
+def _e_stats(g, X, sw, F, covariance_type, shrinkage, small=False):
+    """The E-step over (part of) the data and its sufficient statistics:
+    ``(sum sw log p under g, _Stats)``. Every fitting path calls this one function:
+    in memory (:func:`_em_step`), streaming (summed over batches) and online.
+
+    ``F``: ``_features(X)`` where the feature path is used, else None; ``small``: the
+    one-pass path of :func:`_em_step_small`.
+    """
     if small:
         ll, sf = _em_step_small(g, X, sw)
-        st = _stats_from_feature_sums(sf, X.shape[1])
-    else:
-        ll, resp = _resp_from_log(_weighted_log_prob(g, X, F), sw)
-        st = _stats_from_resp(X, resp, covariance_type, shrinkage, F)
+        return ll, _stats_from_feature_sums(sf, X.shape[1])
+    ll, resp = _resp_from_log(_weighted_log_prob(g, X, F), sw)
+    return ll, _stats_from_resp(X, resp, covariance_type, shrinkage, F)
+
+
+def _em_step(g, X, sw, F, reg_covar, covariance_type, shrinkage, small=False):
+    """One EM iteration: ``(sum sw log p under g, stats, new g)``; the M-step is
+    :func:`toolkit.gmm.covariance._params_from_stats`, as in every other path."""
+    ll, st = _e_stats(g, X, sw, F, covariance_type, shrinkage, small)
     return ll, st, _params_from_stats(st, reg_covar, covariance_type, shrinkage)
 
 

@@ -7,7 +7,7 @@ import numpy as np
 from jax.scipy.special import logsumexp
 
 from .._checks import as_float_array, check_choice
-from .covariance import _chol_precision
+from .covariance import COVARIANCE, _chol_precision
 from .em import _weighted_log_prob
 from .types import COVARIANCE_TYPES, GMM, _check_gmm_X
 
@@ -45,15 +45,9 @@ def predict(gmm: GMM, X):
 
 
 def _full_cov(gmm):
+    """``(k, d, d)`` covariance matrices of any covariance type."""
     k, d = gmm.means.shape
-    t = gmm.covariance_type
-    if t == "full":
-        return gmm.covariances
-    if t == "tied":
-        return jnp.broadcast_to(gmm.covariances, (k, d, d))
-    if t == "diag":
-        return jax.vmap(jnp.diag)(gmm.covariances)
-    return gmm.covariances[:, None, None] * jnp.eye(d, dtype=gmm.means.dtype)
+    return COVARIANCE[gmm.covariance_type].as_full(gmm.covariances, k, d)
 
 
 def sample(key, gmm: GMM, n: int):
@@ -71,8 +65,7 @@ def sample(key, gmm: GMM, n: int):
 def n_parameters(gmm: GMM) -> int:
     """Free parameters (as scikit-learn's ``_n_parameters``)."""
     k, d = gmm.means.shape
-    cov = {"full": k * d * (d + 1) / 2, "tied": d * (d + 1) / 2, "diag": k * d, "spherical": k}[gmm.covariance_type]
-    return int(cov + k * d + k - 1)
+    return int(COVARIANCE[gmm.covariance_type].n_params(k, d) + k * d + k - 1)
 
 
 def bic(gmm: GMM, X):

@@ -12,7 +12,7 @@ import numpy as np
 
 from .._checks import check_positive_int, result_dtype
 from .covariance import _params_from_stats, _rank_deficient
-from .em import _features, _resp_from_log, _stats_from_resp, _use_features, _weighted_log_prob
+from .em import _e_stats, _features, _use_features
 from .fitting import fit
 from .types import FitInfo, _check_fit_options
 from .sources import _Source
@@ -31,8 +31,7 @@ def _online_step(g, S, X, w, center, rho, covariance_type, shrinkage, fast, reg_
     """S <- (1 - rho) S + rho * (normalised statistics of the batch under g); g <- M(S)."""
     Xc = X - center
     F = _features(Xc) if fast else None
-    ll, resp = _resp_from_log(_weighted_log_prob(g, Xc, F), w)
-    st = _stats_from_resp(Xc, resp, covariance_type, shrinkage, F)
+    ll, st = _e_stats(g, Xc, w, F, covariance_type, shrinkage)
     wb = jnp.sum(w)
     S = jax.tree_util.tree_map(lambda a, b: (1 - rho) * a + rho * b / wb, S, st)
     return _params_from_stats(S, reg_covar, covariance_type, shrinkage), S, ll / wb

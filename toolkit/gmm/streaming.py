@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._checks import check_positive_int, result_dtype
-from .covariance import _Stats, _params_from_stats, _rank_deficient
-from .em import _features, _resp_from_log, _stats_from_resp, _use_features, _weighted_log_prob
+from .covariance import COVARIANCE, _Stats, _needs_fourth_moment, _params_from_stats, _rank_deficient
+from .em import _e_stats, _features, _stats_from_resp, _use_features
 from .fitting import _best_restart
 from .init import _assign, _init_resp, _kmeans_pp, _lloyd_centers, _lloyd_iters, _lloyd_sums, _lloyd_update, _row_uniform
 from .types import _check_fit_options
@@ -119,11 +119,7 @@ def _em_batch_step(gs, acc, X, w, center, covariance_type, shrinkage, fast):
     Xc = X - center
     F = _features(Xc) if fast else None  # shared by the restarts
 
-    def one(g):
-        ll, resp = _resp_from_log(_weighted_log_prob(g, Xc, F), w)
-        return ll, _stats_from_resp(Xc, resp, covariance_type, shrinkage, F)
-
-    return _kahan(acc, jax.vmap(one)(gs))
+    return _kahan(acc, jax.vmap(lambda g: _e_stats(g, Xc, w, F, covariance_type, shrinkage))(gs))
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3))
@@ -333,8 +329,8 @@ def fit_batches(key, batches, n_components: int, *, covariance_type: str = "full
 
 def _stats_zero(R, k, d, dtype, covariance_type, shrinkage):
     """Zero statistics with a leading restart axis (the accumulators' shapes)."""
-    s2 = (k, d, d) if covariance_type in ("full", "tied") else (k, d)
+    s2 = (k, d, d) if COVARIANCE[covariance_type].matrix else (k, d)
     z = lambda *s: jnp.zeros((R,) + s, dtype)  # noqa: E731
-    if shrinkage == "ledoit_wolf":
+    if _needs_fourth_moment(shrinkage):
         return _Stats(z(k), z(k, d), z(*s2), z(k, d), z(k))
     return _Stats(z(k), z(k, d), z(*s2))

@@ -102,8 +102,10 @@ def _check_shrinkage(shrinkage, covariance_type, where):
     if shrinkage is None:
         return None
     if isinstance(shrinkage, str):
-        check_choice(shrinkage, ("ledoit_wolf", "oas"), "shrinkage", where)
-        if covariance_type not in ("full", "tied"):
+        from .covariance import COVARIANCE, SHRINKAGE  # covariance imports this module
+
+        check_choice(shrinkage, tuple(SHRINKAGE), "shrinkage", where)
+        if not COVARIANCE[covariance_type].matrix:
             raise ValueError(f"{where}: shrinkage={shrinkage!r} needs covariance_type 'full' or 'tied', "
                              f"got {covariance_type!r} (use a float shrinkage for 'diag')")
         return shrinkage

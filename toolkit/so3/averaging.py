@@ -1,0 +1,77 @@
+"""Rotation averaging: chordal (closed form) and geodesic (Karcher mean)."""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from .._checks import as_float_array, check_choice, check_trailing
+from .group import _safe_norm, _svd_rotation
+from .maps import _exp, _log
+
+
+_MEANS = ("chordal", "geodesic")
+
+
+def mean(Rs, weights=None, *, method: str = "chordal", max_iter: int = 50, tol: float | None = None):
+    """Average of rotations.
+
+    "chordal": the rotation nearest (Frobenius) to the weighted mean matrix, via SVD.
+    "geodesic": the Karcher mean minimising ``sum w_m angle(R, R_m)^2``, by Riemannian
+    gradient steps ``R <- R exp(sum w_m log(R^T R_m) / sum w_m)`` from the chordal mean.
+
+    Args:
+      Rs: ``(..., M, 3, 3)`` rotations.
+      weights: ``(..., M)`` non-negative, default equal.
+      method: "chordal" | "geodesic".
+      max_iter: Karcher iterations at most.
+      tol: stop when the update angle is below tol (default 1e-12 float64, 1e-6 float32).
+    Returns:
+      ``(..., 3, 3)``.
+    """
+    where = "so3.mean"
+    Rs = as_float_array(Rs, "Rs", where)
+    check_trailing(Rs, (None, 3, 3), "Rs", where)
+    check_choice(method, _MEANS, "method", where)
+    m = Rs.shape[-3]
+    if weights is None:
+        w = jnp.ones(Rs.shape[:-2], Rs.dtype)
+    else:
+        w = as_float_array(weights, "weights", where, dtype=Rs.dtype)
+        if w.shape[-1:] != (m,):
+            raise ValueError(f"{where}: weights must have shape (..., {m}) to match Rs {tuple(Rs.shape)}, "
+                             f"got {tuple(w.shape)}")
+    tol = tol if tol is not None else (1e-12 if Rs.dtype == jnp.float64 else 1e-6)
+    return _mean(Rs, w, jnp.asarray(tol, Rs.dtype), method, max_iter)
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _mean(Rs, w, tol, method, max_iter):
+    m = Rs.shape[-3]
+    w = w / jnp.sum(w, -1, keepdims=True)
+    R0 = _svd_rotation(jnp.einsum("...m,...mij->...ij", w, Rs))
+    if method == "chordal":
+        return R0
+
+    def single(R0, Rs, w):
+        def body(s):
+            R, it, _ = s
+            d = jnp.einsum("m,mi->i", w, _log(jnp.swapaxes(R, -1, -2)[None] @ Rs))
+            return R @ _exp(d), it + 1, _safe_norm(d)
+
+        def cond(s):
+            return (s[1] < max_iter) & (s[2] > tol)
+
+        R, _, _ = lax.while_loop(cond, body, (R0, jnp.asarray(0), jnp.asarray(jnp.inf, Rs.dtype)))
+        return R
+
+    fn = single
+    batch = jnp.broadcast_shapes(Rs.shape[:-3], w.shape[:-1])
+    Rs = jnp.broadcast_to(Rs, batch + (m, 3, 3))
+    w = jnp.broadcast_to(w, batch + (m,))
+    R0 = jnp.broadcast_to(R0, batch + (3, 3))
+    for _ in batch:
+        fn = jax.vmap(fn)
+    return fn(R0, Rs, w)

@@ -141,7 +141,7 @@ def residuals(coeffs, points, *, kind: str = "algebraic"):
     pts = as_float_array(points, "points", where)
     check_trailing(pts, (None, 2), "points", where)
     dt = jnp.result_type(c.dtype, pts.dtype)
-    return _residuals(c.astype(dt), pts.astype(dt), kind)
+    return _residuals(c.astype(dt), pts.astype(dt), kind)  # kind: the measure of distance
 
 
 @_jit(static_argnums=2)

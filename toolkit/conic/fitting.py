@@ -21,32 +21,34 @@ from .moments import _denormalise, _normalised, _scatter, _stats
 _stats_jit = _jit(_stats)
 
 
-@_jit(static_argnames=("solver", "kind"))
-def _moments_solver_jit(mom, *, solver, kind):
+# ``target``: the kind of conic the caller asked for ("any", "ellipse" or "hyperbola").
+
+@_jit(static_argnames=("solver", "target"))
+def _moments_solver_jit(mom, *, solver, target):
     """A solver that needs only the moments ``(B, 15)``: ``(theta (B, 6), ok (B,))``."""
-    return SOLVERS[solver].from_moments(mom, kind)
+    return SOLVERS[solver].from_moments(mom, target)
 
 
-@_jit(static_argnames=("solver", "kind"))
-def _per_set_solver_jit(points, weights, st, *, solver, kind):
+@_jit(static_argnames=("solver", "target"))
+def _per_set_solver_jit(points, weights, st, *, solver, target):
     """A per-point-set solver, vmapped over the batch: ``(theta (B, 6), ok (B,))``, with
     the direct constrained fit wherever its answer is not of the requested kind."""
     x, y, w = _normalised(points, weights, st)
     S = _scatter(st.mom)
     theta = jax.vmap(SOLVERS[solver].per_set)(jnp.stack([x, y], axis=-1), w, S)
     ok = jnp.all(jnp.isfinite(theta), axis=-1) & _spread(st.mom)
-    if kind != "any":
-        theta_d, ok_d = _direct(st.mom, kind)
-        right = _kind_ok(_classify(theta, _rtol(theta.dtype)), kind)
+    if target != "any":
+        theta_d, ok_d = _direct(st.mom, target)
+        right = _kind_ok(_classify(theta, _rtol(theta.dtype)), target)
         theta = jnp.where(right[:, None], theta, theta_d)
         ok = jnp.where(right, ok, ok_d)
     return theta, ok
 
 
-@_jit(static_argnames=("kind", "max_iter"))
-def _geometric_jit(points, weights, st, theta, tol, *, kind, max_iter):
+@_jit(static_argnames=("target", "max_iter"))
+def _geometric_jit(points, weights, st, theta, tol, *, target, max_iter):
     x, y, w = _normalised(points, weights, st)
-    return _geometric(theta, x, y, w, kind, max_iter, tol, _rtol(theta.dtype))
+    return _geometric(theta, x, y, w, target, max_iter, tol, _rtol(theta.dtype))
 
 
 @_jit(static_argnames="residual")
@@ -153,11 +155,11 @@ def fit(points, *, kind: str = "any", method: str = "direct", weights=None, max_
     st = _stats_jit(flat, wf, light_compile=light)
     how = METHOD_TABLE[method]
     if SOLVERS[how.solver].from_moments is not None:
-        theta, ok = _moments_solver_jit(st.mom, solver=how.solver, kind=kind, light_compile=light)
+        theta, ok = _moments_solver_jit(st.mom, solver=how.solver, target=kind, light_compile=light)
     else:
-        theta, ok = _per_set_solver_jit(flat, wf, st, solver=how.solver, kind=kind, light_compile=light)
+        theta, ok = _per_set_solver_jit(flat, wf, st, solver=how.solver, target=kind, light_compile=light)
     if how.refine:
-        theta = _geometric_jit(flat, wf, st, theta, jnp.asarray(tol, pts.dtype), kind=kind, max_iter=max_iter,
+        theta = _geometric_jit(flat, wf, st, theta, jnp.asarray(tol, pts.dtype), target=kind, max_iter=max_iter,
                                light_compile=light)
     want = np.int32(_FIT_KINDS.index(kind))
     out = ConicFit(*_finish_jit(flat, wf, st, theta, ok, want, residual=residual, light_compile=light))

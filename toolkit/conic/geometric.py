@@ -9,15 +9,16 @@ from .kinds import ELLIPSE, HYPERBOLA, _unit
 from .moments import _design
 
 
-def _kind_ok(kind_code, kind):
-    if kind == "ellipse":
-        return kind_code == ELLIPSE
-    if kind == "hyperbola":
-        return kind_code == HYPERBOLA
-    return (kind_code == ELLIPSE) | (kind_code == HYPERBOLA)
+def _kind_ok(kind, target):
+    """Whether kind code(s) ``kind`` satisfy the requested ``target`` ("any": a proper conic)."""
+    if target == "ellipse":
+        return kind == ELLIPSE
+    if target == "hyperbola":
+        return kind == HYPERBOLA
+    return (kind == ELLIPSE) | (kind == HYPERBOLA)
 
 
-def _geometric(theta0, x, y, w, kind, max_iter, tol, rtol):
+def _geometric(theta0, x, y, w, target, max_iter, tol, rtol):
     """Levenberg-Marquardt on sum w d_i^2 over unit-norm theta, for a batch of fits.
 
     theta0 ``(..., 6)``; x, y, w ``(..., N)``. d(theta) for a point p with foot point
@@ -32,7 +33,7 @@ def _geometric(theta0, x, y, w, kind, max_iter, tol, rtol):
 
     def cost_of(theta):
         d, fx, fy, fr = _foot(theta, x, y, rtol)
-        good = _kind_ok(fr.kind, kind) & jnp.all(jnp.isfinite(d), axis=-1)
+        good = _kind_ok(fr.kind, target) & jnp.all(jnp.isfinite(d), axis=-1)
         return jnp.where(good, jnp.sum(w * d * d, axis=-1), jnp.inf), d, fx, fy
 
     def body(state):

@@ -29,7 +29,7 @@ def _spread(mom):
     return _det3(_entries(mom, range(3, 6), range(3, 6))) > 1e2 * jnp.finfo(mom.dtype).eps
 
 
-def _direct(mom, kind):
+def _direct(mom, target):
     """Halir-Flusser reduced constrained fit from the moments ``(..., 15)`` of normalised points.
 
     Returns ``(theta (..., 6), ok (...))``; ``ok`` is False for collinear points or a
@@ -47,7 +47,7 @@ def _direct(mom, kind):
     T = [[-_dot((S3adj[i][k], S2[j][k]) for k in range(3)) * inv_d3 for j in range(3)] for i in range(3)]
     S2T = _matmul3(S2, T)
     M = [[S1[i][j] + 0.5 * (S2T[i][j] + S2T[j][i]) for j in range(3)] for i in range(3)]
-    Cm = _C_BOOK if kind == "any" else _C_FITZ
+    Cm = _C_BOOK if target == "any" else _C_FITZ
     c0 = _det3(M)
     c1 = -_trace_prod(_adj3(M), Cm)
     c2 = _trace_prod(M, _adj3(Cm))
@@ -56,7 +56,7 @@ def _direct(mom, kind):
     # (inertia +,-,-) exactly one l >= 0 belongs to an ellipse (the largest) and the
     # hyperbola of least cost is the negative l closest to 0 (the middle one).
     # Bookstein's C is positive definite: the least cost is the smallest l.
-    lam = _cubic_root(c0, c1, c2, c3, {"ellipse": 0, "hyperbola": 1, "any": 2}[kind])
+    lam = _cubic_root(c0, c1, c2, c3, {"ellipse": 0, "hyperbola": 1, "any": 2}[target])
     a, strength = _null3([[M[i][j] - lam * Cm[i][j] if Cm[i][j] else M[i][j] for j in range(3)]
                           for i in range(3)])
     ok = well & (strength > eps * (1.0 + sum(M[i][j] * M[i][j] for i in range(3) for j in range(3))))
@@ -169,7 +169,7 @@ def _hyper(q, w, S):
 
 
 class Solver(NamedTuple):
-    """An algebraic solver. ``from_moments(mom (B, 15), kind) -> (theta (B, 6), ok (B,))``
+    """An algebraic solver. ``from_moments(mom (B, 15), target) -> (theta (B, 6), ok (B,))``
     needs only the 15 moments, so it compiles independently of the number of points;
     otherwise ``per_set(q (N, 2), w (N,), S (6, 6)) -> theta (6,)`` sees one normalised
     point set, is vmapped over the batch, and falls back to the direct fit where its

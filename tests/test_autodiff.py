@@ -291,3 +291,87 @@ def test_bad_options():
         ad.jacobian(jnp.sin, mode="sideways")
     with pytest.raises(ValueError, match="chunk_size"):
         ad.jacobian(jnp.sin, chunk_size=0)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_gradcheck_fails_on_nan_or_inf_and_says_where():
+    """A NaN in the numeric Jacobian (sqrt at 0) used to be skipped and pass as ok."""
+    @jax.custom_vjp
+    def sqrt_(x):
+        return jnp.sqrt(x)
+
+    sqrt_.defvjp(lambda x: (jnp.sqrt(x), x), lambda x, g: (g * 0.5 / jnp.sqrt(x),))
+    rep = ad.gradcheck(sqrt_, jnp.array([0.0, 1.0]))
+    assert not rep.ok
+    assert "[0]" in rep.worst and ("nan" in rep.worst or "inf" in rep.worst)
+    assert rep.max_abs_error == np.inf
+    # a finite, correct function still passes
+    assert ad.gradcheck(lambda x: jnp.sqrt(x), jnp.array([1.0, 2.0])).ok
+
+
+@pytest.mark.parametrize("kw", [{"eps": 0.0}, {"eps": -1e-6}, {"eps": float("nan")}, {"eps": float("inf")},
+                                {"atol": float("nan")}, {"rtol": -1.0}, {"atol": float("inf")}])
+def test_gradcheck_rejects_bad_tolerances(kw):
+    name = next(iter(kw))
+    with pytest.raises(ValueError, match=f"gradcheck: {name} must be"):
+        ad.gradcheck(jnp.sin, jnp.ones(2), **kw)
+
+
+def test_intermediate_grads_repeated_calls_are_identical():
+    def f(x):
+        return jnp.sum(ad.tag("h", x * 2.0) ** 2)
+
+    x = jnp.array([1.0, 2.0])
+    first = ad.intermediate_grads(f, x)
+    for _ in range(3):
+        again = ad.intermediate_grads(f, x)
+        assert float(again[0]) == float(first[0])
+        np.testing.assert_array_equal(again[1]["h"], first[1]["h"])
+
+
+def test_integer_inputs_name_the_argument():
+    with pytest.raises(TypeError, match="argument 0 must be floating point"):
+        ad.jacobian(lambda x: x ** 2, chunk_size=2)(jnp.arange(3))
+    with pytest.raises(TypeError, match="argument 0 must be floating point"):
+        ad.jacobian(lambda x: x ** 2)(jnp.arange(3))
+    with pytest.raises(TypeError, match="sparse_jacobian: x must be floating point"):
+        ad.sparse_jacobian(lambda x: x ** 2, jnp.arange(3), np.eye(3, dtype=bool))
+
+
+@pytest.mark.parametrize("kw", [{}, {"chunk_size": 2}, {"mode": "fwd"}, {"mode": "rev"}])
+def test_has_aux_without_a_pair_is_a_clear_error(kw):
+    with pytest.raises(ValueError, match=r"has_aux=True needs f to return a pair \(out, aux\)"):
+        ad.jacobian(lambda x: x ** 2, has_aux=True, **kw)(jnp.ones(3))
+    with pytest.raises(ValueError, match="has_aux=True needs f to return a pair"):
+        ad.jacobian(lambda x: (x, x, x), has_aux=True, **kw)(jnp.ones(3))
+
+
+def test_sparsity_pattern_of_the_wrong_shape():
+    with pytest.raises(ValueError, match=r"sparsity shape \(4, 4\) does not match"):
+        ad.sparse_jacobian(lambda x: x ** 2, jnp.ones(3), np.eye(4, dtype=bool))
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=st.sampled_from([(3,), (2, 2)]), dtype=st.sampled_from(["float32", "float64", "int32"]),
+       bad=st.sampled_from(["none", "nan", "inf"]), chunk=st.sampled_from([None, 1, 3]))
+def test_property_jacobian_bad_input(shape, dtype, bad, chunk):
+    """Random shapes, dtypes and NaN/inf: either a clear TypeError naming the argument, or
+    a Jacobian that agrees with jax.jacfwd (NaN where the input is NaN, never hidden)."""
+    x = np.arange(1, np.prod(shape) + 1, dtype=dtype).reshape(shape)
+    if bad != "none" and dtype != "int32":
+        x.flat[0] = np.nan if bad == "nan" else np.inf
+    f = lambda v: jnp.sin(v) * v  # noqa: E731
+    if dtype == "int32":
+        with pytest.raises(TypeError, match="argument 0"):
+            ad.jacobian(f, chunk_size=chunk)(jnp.asarray(x))
+        return
+    J = np.asarray(ad.jacobian(f, chunk_size=chunk)(jnp.asarray(x)))
+    ref = np.asarray(jax.jacfwd(f)(jnp.asarray(x)))
+    # where NaN/inf shows beyond the bad entry depends on the mode; it must show, though
+    assert np.all(np.isfinite(J)) == bool(np.all(np.isfinite(x)))
+    both = np.isfinite(J) & np.isfinite(ref)
+    np.testing.assert_allclose(J[both], ref[both], rtol=1e-5)
+    rep = ad.gradcheck(f, jnp.asarray(x))
+    assert rep.ok == bool(np.all(np.isfinite(x)))

@@ -26,3 +26,21 @@ def _check_like(given, ref, given_name, ref_name, where):
         if hasattr(g, "dtype") and jnp.dtype(g.dtype) != jnp.dtype(r.dtype):
             raise ValueError(f"{where}: {given_name} dtype {g.dtype} does not match {ref_name} dtype {r.dtype} "
                              f"(shape {rs}); cast it with .astype({r.dtype})")
+
+
+def _check_differentiable(tree, name, where):
+    """TypeError unless every leaf of ``tree`` is a float (or complex) array: integer
+    inputs have no derivative, and JAX's own message for them is a traceback."""
+    for leaf in jax.tree_util.tree_leaves(tree):
+        dt = jnp.result_type(leaf)
+        if not jnp.issubdtype(dt, jnp.inexact):
+            raise TypeError(f"{where}: {name} must be floating point to be differentiated, got dtype {dt} "
+                            f"(cast it with .astype(float))")
+
+
+def _check_aux_pair(out, where):
+    """ValueError unless ``out`` (f's output, or its shape) is a pair ``(out, aux)``."""
+    if not (isinstance(out, (tuple, list)) and len(out) == 2):
+        got = (f"a {type(out).__name__} of length {len(out)}" if isinstance(out, (tuple, list))
+               else f"an output of shape {_shape_str(out)}")
+        raise ValueError(f"{where}: has_aux=True needs f to return a pair (out, aux), got {got}")

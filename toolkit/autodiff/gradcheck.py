@@ -1,6 +1,7 @@
 """``gradcheck``: autodiff against central finite differences in float64."""
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple
 
 import jax
@@ -10,11 +11,9 @@ from jax.flatten_util import ravel_pytree
 
 from .._checks import scoped_x64
 
-
 # ----------------------------------------------------------------------------- gradcheck
 
 _GRADCHECK_EPS = {jnp.dtype("float64"): 1e-6, jnp.dtype("float32"): 1e-3}
-
 
 class GradcheckReport(NamedTuple):
     """Result of :func:`gradcheck`.
@@ -43,6 +42,15 @@ class GradcheckReport(NamedTuple):
     modes_checked: tuple[str, ...]
     note: str
 
+def _check_tolerances(eps, atol, rtol):
+
+    for name, value, positive in (("eps", eps, True), ("atol", atol, False), ("rtol", rtol, False)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value) \
+                or value < 0 or (positive and value == 0):
+            want = "a finite number > 0" if positive else "a finite number >= 0"
+            raise ValueError(f"autodiff.gradcheck: {name} must be {want}, got {value!r}")
 
 def _flat_index(shapes_tree, k):
     """Map a flat index over a pytree of arrays to 'leaf[i, j]' text."""
@@ -55,7 +63,6 @@ def _flat_index(shapes_tree, k):
             return f"{path}[{', '.join(str(int(i)) for i in idx)}]"
         k -= n
     return "?"
-
 
 def gradcheck(f: Callable, *args, eps: float | None = None, atol: float | None = None,
               rtol: float | None = None) -> GradcheckReport:
@@ -75,8 +82,15 @@ def gradcheck(f: Callable, *args, eps: float | None = None, atol: float | None =
       atol, rtol: entry passes if ``|analytic - numeric| <= atol + rtol |numeric|``;
         defaults 1e-5 and 1e-3 (as torch.autograd.gradcheck).
     Returns:
-      :class:`GradcheckReport`.
+      :class:`GradcheckReport`. A NaN or inf in either Jacobian fails the check (``ok``
+      False, and ``worst`` names the first such entry).
+    Raises:
+      ValueError: ``eps`` not a finite number > 0, or ``atol``/``rtol`` not finite and >= 0.
+
+    >>> gradcheck(lambda x: jnp.sin(x) * x, jnp.array([0.5, 1.0])).ok
+    True
     """
+    _check_tolerances(eps, atol, rtol)
     user_tol = atol is not None or rtol is not None
     atol = 1e-5 if atol is None else atol
     rtol = 1e-3 if rtol is None else rtol
@@ -112,9 +126,11 @@ def gradcheck(f: Callable, *args, eps: float | None = None, atol: float | None =
     max_abs = max_rel = 0.0
     modes = [("rev", rev)] + ([("fwd", fwd)] if fwd is not None else [])
     for name, J in modes:
-        err = np.abs(J - numeric)
-        excess = err - (atol + rtol * np.abs(numeric))
-        rel = err / np.maximum(np.abs(numeric), atol)
+        # a NaN or inf on either side is a failure, never skipped: it is the worst entry
+        bad = ~(np.isfinite(J) & np.isfinite(numeric))
+        err = np.where(bad, np.inf, np.abs(J - numeric))
+        excess = np.where(bad, np.inf, err - (atol + rtol * np.abs(numeric)))
+        rel = np.where(bad, np.inf, err / np.maximum(np.where(bad, 1.0, np.abs(numeric)), atol))
         max_abs = max(max_abs, float(err.max(initial=0.0)))
         max_rel = max(max_rel, float(rel.max(initial=0.0)))
         if err.size:
@@ -129,7 +145,6 @@ def gradcheck(f: Callable, *args, eps: float | None = None, atol: float | None =
             f"analytic {a:.10g}, numeric {nval:.10g}")
     return GradcheckReport(bool(worst_val <= 0), max_abs, max_rel, (i, j), text, rev, numeric, fwd,
                            tuple(m for m, _ in modes), note)
-
 
 def assert_gradcheck(f: Callable, *args, **kwargs) -> GradcheckReport:
     """:func:`gradcheck`, raising AssertionError that names the worst entry on failure."""

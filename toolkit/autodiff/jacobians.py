@@ -9,8 +9,8 @@ import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from .._checks import check_choice
-from ._util import _check_like
+from .._checks import check_choice, check_positive_int
+from ._util import _check_aux_pair, _check_differentiable, _check_like
 
 
 # ----------------------------------------------------------------------------- Jacobians
@@ -64,25 +64,29 @@ def jacobian(f: Callable, argnums: int | Sequence[int] = 0, *, mode: str = "auto
     Returns:
       a function with the signature of ``f``.
     Raises:
-      ValueError: unknown mode or chunk_size < 1.
+      ValueError: unknown mode, chunk_size not a positive int, or ``has_aux=True`` and f
+        does not return a pair.
+      TypeError: a differentiated argument is not floating point.
 
     >>> jacobian(lambda x: x ** 2)(jnp.array([4.0, 4.0])).tolist()
     [[8.0, 0.0], [0.0, 8.0]]
     """
     check_choice(mode, ("auto", "fwd", "rev"), "mode", "autodiff.jacobian")
-    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ValueError(f"autodiff.jacobian: chunk_size must be a positive int or None, got {chunk_size!r}")
+    check_positive_int(chunk_size, "chunk_size", "autodiff.jacobian", optional=True)
     nums = _argnums_tuple(argnums)
 
     def jac_fn(*args):
         for a in nums:
             if a >= len(args):
                 raise ValueError(f"autodiff.jacobian: argnums {argnums!r} but f was called with {len(args)} arguments")
+            _check_differentiable(args[a], f"argument {a}", "autodiff.jacobian")
         m = mode
-        if m == "auto":
+        if m == "auto" or has_aux:
             out_shape = jax.eval_shape(f, *args)
             if has_aux:
+                _check_aux_pair(out_shape, "autodiff.jacobian")
                 out_shape = out_shape[0]
+        if m == "auto":
             n_out = sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(out_shape))
             n_in = sum(int(np.prod(jnp.shape(a))) for i in nums for a in jax.tree_util.tree_leaves(args[i]))
             m = "fwd" if n_in < n_out else "rev"

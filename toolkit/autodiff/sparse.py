@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._util import _check_differentiable
+
 
 # ----------------------------------------------------------------------------- sparse Jacobians
 
@@ -100,11 +102,13 @@ def sparse_jacobian(f: Callable, x, sparsity):
       BCOO of shape ``(f(x).size, x.size)``.
     Raises:
       ValueError: pattern shape does not match ``(f(x).size, x.size)``.
+      TypeError: x is not floating point.
     """
     from jax.experimental import sparse as jsparse
 
-    col = sparsity if isinstance(sparsity, Coloring) else jacobian_coloring(sparsity)
     x = jnp.asarray(x)
+    _check_differentiable(x, "x", "autodiff.sparse_jacobian")
+    col = sparsity if isinstance(sparsity, Coloring) else jacobian_coloring(sparsity)
     out = jax.eval_shape(f, x)
     n_out, n_in = int(np.prod(out.shape)), int(x.size)
     if col.shape != (n_out, n_in):

@@ -91,7 +91,9 @@ def intermediate_grads(f: Callable, *args):
     [4.0, 8.0]
     """
     with _tagging(_TagState("collect", {})) as st:
-        out = jax.eval_shape(f, *args)
+        # a fresh wrapper: eval_shape caches traces by function, and a cached trace of f
+        # would run no tag() at all on the second call
+        out = jax.eval_shape(lambda *a: f(*a), *args)
     if not hasattr(out, "shape") or out.shape != ():
         raise ValueError(f"autodiff.intermediate_grads: f must return a scalar, got shape {_shape_str(out)}")
     zeros = {k: jnp.zeros(s.shape, s.dtype if jnp.issubdtype(s.dtype, jnp.inexact) else jnp.result_type(float))

@@ -121,6 +121,64 @@ def test_errors_match_sklearn():
         GaussianMixture(n_components=2, means_init=np.zeros((3, 3))).fit(X)
 
 
+@pytest.mark.parametrize("kw, msg", [
+    (dict(tol=float("nan")), r"'tol' parameter of GaussianMixture must be a float in the range \[0.0, inf\)"),
+    (dict(reg_covar=float("nan")), "'reg_covar' parameter"),
+    (dict(n_components=2, weights_init=[np.nan, 0.5]), "Input contains NaN"),
+    (dict(n_components=2, means_init=[[np.nan, 0, 0], [1, 1, 1]]), "Input contains NaN"),
+    (dict(n_components=2, covariance_type="diag", precisions_init=[[np.nan, 1, 1], [1, 1, 1]]),
+     "Input contains NaN"),
+    (dict(n_components=2, precisions_init=np.full((2, 3, 3), np.nan)), "Input contains NaN"),
+])
+def test_invalid_parameters_raise_as_sklearn(kw, msg):
+    X = blobs()
+    for cls in (SkGM, GaussianMixture):
+        with pytest.raises(ValueError, match=msg):
+            cls(**kw).fit(X)
+
+
+def test_too_few_samples_or_no_features_raise_as_sklearn():
+    X = blobs()
+    for cls in (SkGM, GaussianMixture):
+        with pytest.raises(ValueError, match="Expected n_samples >= n_components"):
+            cls(n_components=5).fit(X[:3])
+        with pytest.raises(ValueError, match="0 feature"):
+            cls().fit(np.zeros((10, 0)))
+
+
+def test_pickle_keeps_float64_without_global_x64(tmp_path):
+    """Fitted and pickled in one process, loaded in another where JAX's x64 is off."""
+    import pickle
+    import subprocess
+    import sys
+
+    X = blobs()
+    gm = GaussianMixture(2, random_state=0).fit(X)
+    (tmp_path / "gm.pkl").write_bytes(pickle.dumps(gm))
+    np.save(tmp_path / "X.npy", X)
+    code = ("import pickle, numpy as np, sys; gm = pickle.loads(open(sys.argv[1], 'rb').read()); "
+            "X = np.load(sys.argv[2]); s = gm.score_samples(X); print(s.dtype, repr(float(s.sum())))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "gm.pkl"), str(tmp_path / "X.npy")],
+                         capture_output=True, text=True, timeout=120, env={**__import__("os").environ,
+                                                                          "JAX_ENABLE_X64": "0"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    dtype, total = out.stdout.split()
+    assert dtype == "float64" and float(total) == float(gm.score_samples(X).sum())
+
+
+def test_verbose_prints_progress_like_sklearn(capsys):
+    X = blobs()
+    GaussianMixture(2, n_init=2, verbose=2, verbose_interval=1, random_state=0).fit(X)
+    out = capsys.readouterr().out
+    assert "Initialization 0" in out and "Initialization 1" in out
+    assert "  Iteration 1" in out and "ll change" in out and "lower bound" in out
+    GaussianMixture(2, verbose=1, verbose_interval=2, random_state=0).fit(X)
+    out = capsys.readouterr().out
+    assert "Initialization 0" in out and "  Iteration 2" in out and "ll change" not in out
+    GaussianMixture(2, verbose=0).fit(X)
+    assert capsys.readouterr().out == ""
+
+
 def test_shrinkage_fits_rank_deficient_data():
     t = np.linspace(0, 2 * np.pi, 300, endpoint=False)
     X = np.stack([np.cos(t), np.sin(t), np.zeros_like(t)], 1)

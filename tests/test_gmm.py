@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 from scipy.stats import multivariate_normal
 from sklearn.covariance import ledoit_wolf, oas
 from sklearn.exceptions import ConvergenceWarning
@@ -163,7 +164,17 @@ def test_sampling_moments():
         (dict(X=np.zeros((2, 2))), "n_samples=2 should be >= n_components=3"),
         (dict(covariance_type="ful"), "covariance_type='ful' is not one of"),
         (dict(init="kmeans+"), "init='kmeans\\+' is not one of"),
-        (dict(reg_covar=-1.0), "reg_covar must be a float >= 0"),
+        (dict(reg_covar=-1.0), r"reg_covar must be a finite number in \[0, inf\)"),
+        (dict(reg_covar=float("nan")), r"reg_covar must be a finite number in \[0, inf\), got nan"),
+        (dict(tol=float("nan")), r"tol must be a finite number in \[0, inf\), got nan"),
+        (dict(sample_weight=-np.ones(30)), r"'sample_weight' must be non-negative, got -1 at index \(0,\)"),
+        (dict(sample_weight=np.r_[np.ones(29), np.nan]), r"'sample_weight' contains NaN or inf \(first at index \(29,\)"),
+        (dict(sample_weight=np.r_[np.ones(29), np.inf]), "'sample_weight' contains NaN or inf"),
+        (dict(sample_weight=np.zeros(30)), "'sample_weight' must have a positive total"),
+        (dict(X=np.zeros((10, 0))), r"at least one sample and one feature, got shape \(10, 0\)"),
+        (dict(X=np.random.default_rng(0).normal(size=(30, 2)).astype(np.float32) * 1e30),
+         "has values up to .* too large for float32"),
+        (dict(n_init=True), "n_init must be a positive int"),
         (dict(shrinkage=1.5), r"shrinkage must be None, 'ledoit_wolf', 'oas' or a float in \[0, 1\]"),
         (dict(shrinkage="oas", covariance_type="diag"), "needs covariance_type 'full' or 'tied'"),
         (dict(X=np.array([[0.0, 1.0]] * 5 + [[np.inf, 0.0]])), "X contains NaN or inf \\(first at row 5\\)"),
@@ -238,3 +249,64 @@ def test_large_full_fits_return(tmp_path):
         pytest.fail("gmm.fit / conic.fit did not return within 240 s (deadlock?)")
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("done")
+
+
+def test_bad_weights_under_jit_are_flagged_not_converged(blobs):
+    """Under jit the values cannot raise: the fit must say it did not converge."""
+    fit = jax.jit(lambda X, w: gmm.fit(jax.random.key(0), X, 3, sample_weight=w)[1].converged)
+    n = len(blobs)
+    assert bool(fit(blobs, np.ones(n)))
+    for w in (-np.ones(n), np.zeros(n), np.r_[np.ones(n - 1), np.nan]):
+        assert not bool(fit(blobs, w))
+
+
+def test_float16_is_computed_in_float32_and_predict_checks_values(blobs):
+    g, info = gmm.fit(jax.random.key(0), blobs.astype(np.float16), 3)
+    assert g.means.dtype == np.float32 and bool(info.converged)
+    with pytest.raises(ValueError, match=r"predict: X contains NaN or inf \(first at row 1\)"):
+        gmm.predict(g, np.r_[blobs[:1], [[np.nan] * 3]].astype(np.float32))
+    with pytest.raises(ValueError, match="too large for float32"):
+        gmm.log_prob(g, (blobs * 1e30).astype(np.float32))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_more_restarts_reproduce_restart_zero_bit_for_bit(blobs, seed):
+    """scikit-learn's test_init: n_init=10 must not end below n_init=1, even in the last bit."""
+    _, one = gmm.fit(jax.random.key(seed), blobs, 3, n_init=1, tol=1e-8)
+    _, many = gmm.fit(jax.random.key(seed), blobs, 3, n_init=4, tol=1e-8)
+    assert float(many.lower_bounds[0]) == float(one.lower_bound)
+    assert float(many.lower_bound) >= float(one.lower_bound)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(3, 40), d=st.integers(1, 3), dtype=st.sampled_from(["float32", "float64"]),
+       bad=st.sampled_from(["none", "nan_x", "inf_x", "neg_w", "nan_w", "zero_w"]), ct=st.sampled_from(COV_TYPES))
+def test_property_fit_bad_input(n, d, dtype, bad, ct):
+    """Random shapes, dtypes, NaN/inf positions and weights: a ValueError naming the
+    argument, or a finite fit; never a NaN or a finite-looking fit of invalid input."""
+    rng = np.random.default_rng(n * 7 + d)
+    X = rng.normal(size=(n, d)).astype(dtype)
+    w = np.ones(n)
+    pos = int(rng.integers(n))
+    if bad == "nan_x":
+        X[pos, 0] = np.nan
+    elif bad == "inf_x":
+        X[pos, -1] = np.inf
+    elif bad == "neg_w":
+        w[pos] = -0.5
+    elif bad == "nan_w":
+        w[pos] = np.nan
+    elif bad == "zero_w":
+        w[:] = 0
+    k = 2
+    if bad != "none":
+        with pytest.raises(ValueError, match="'?(X|sample_weight)'? (contains|must)"):
+            gmm.fit(jax.random.key(0), X, k, covariance_type=ct, sample_weight=w, max_iter=5)
+        # the same input under jit: reported, not converged
+        conv = jax.jit(lambda X, w: gmm.fit(jax.random.key(0), X, k, covariance_type=ct, sample_weight=w,
+                                            max_iter=5)[1].converged)(X, w)
+        assert not bool(conv)
+        return
+    g, info = gmm.fit(jax.random.key(0), X, k, covariance_type=ct, sample_weight=w, max_iter=5)
+    assert all(np.all(np.isfinite(np.asarray(leaf))) for leaf in jax.tree_util.tree_leaves(g))
+    assert np.all(np.isfinite(np.asarray(gmm.log_prob(g, X))))

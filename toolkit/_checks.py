@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["as_float_array", "check_trailing", "is_concrete", "check_finite", "check_choice", "result_dtype",
-           "check_positive_int", "scoped_x64"]
+           "check_positive_int", "check_real", "check_weights", "scoped_x64"]
 
 
 def result_dtype(*dtypes) -> jnp.dtype:
@@ -78,6 +78,46 @@ def check_positive_int(value: Any, name: str, where: str, *, optional: bool = Fa
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         expected = "None or a positive int" if optional else "a positive int"
         raise ValueError(f"{where}: {name} must be {expected}, got {value!r}")
+
+
+def check_real(value: Any, name: str, where: str, *, low: float | None = 0.0, low_open: bool = False,
+               high: float | None = None) -> float:
+    """Require a finite real number (not a bool) in ``[low, high]`` (``(low, ...`` when
+    ``low_open``); returns it as a float."""
+    import math
+
+    ok = (not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+          and math.isfinite(float(value)))
+    if ok:
+        v = float(value)
+        ok = (low is None or (v > low if low_open else v >= low)) and (high is None or v <= high)
+    if not ok:
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        rng = f"{'(' if low_open or low is None else '['}{lo}, {hi}{']' if high is not None else ')'}"
+        raise ValueError(f"{where}: {name} must be a finite number in {rng}, got {value!r}")
+    return float(value)
+
+
+def check_weights(w: Any, name: str, where: str, *, axis=-1) -> None:
+    """For concrete weights: ValueError unless all are finite and >= 0 and each set (along
+    ``axis``) has a positive total. Traced weights are left to the caller's ``ok`` flag."""
+    if not is_concrete(w):
+        return
+    a = np.asarray(w)
+    if a.size == 0:
+        return
+    if not np.all(np.isfinite(a)):
+        bad = np.argwhere(~np.isfinite(a))[0]
+        raise ValueError(f"{where}: argument {name!r} contains NaN or inf (first at index {tuple(int(i) for i in bad)})")
+    if np.any(a < 0):
+        bad = np.argwhere(a < 0)[0]
+        raise ValueError(f"{where}: argument {name!r} must be non-negative, got {float(a[tuple(bad)]):g} at index "
+                         f"{tuple(int(i) for i in bad)}")
+    total = a.sum(axis=axis) if a.ndim else a
+    if np.any(total <= 0):
+        raise ValueError(f"{where}: argument {name!r} must have a positive total" +
+                         (" in every set" if np.ndim(total) else "") + ", got all zeros")
 
 
 def scoped_x64():

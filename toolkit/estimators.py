@@ -9,6 +9,7 @@ global JAX setting.
 from __future__ import annotations
 
 import numbers
+import time
 import warnings
 
 import jax
@@ -16,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import check_random_state
+from sklearn.utils import check_array, check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import gmm as _gmm
@@ -99,7 +100,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         positive_int("max_iter", 0)
         for name in ("tol", "reg_covar"):
             v = getattr(self, name)
-            if not isinstance(v, numbers.Real) or isinstance(v, bool) or v < 0:
+            if not isinstance(v, numbers.Real) or isinstance(v, bool) or np.isnan(v) or v < 0:
                 raise ValueError(f"The '{name}' parameter of GaussianMixture must be a float in the range "
                                  f"[0.0, inf). Got {v!r} instead.")
         if self.covariance_type not in _gmm.COVARIANCE_TYPES:
@@ -122,7 +123,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         base = _m_step(X, resp, self.reg_covar, self.covariance_type, None)
         weights, means, cov = np.asarray(base.weights), np.asarray(base.means), np.asarray(base.covariances)
         if self.weights_init is not None:
-            weights = np.asarray(self.weights_init, np.float64)
+            weights = check_array(self.weights_init, dtype=np.float64, ensure_2d=False)
             if weights.shape != (k,):
                 raise ValueError(f"The parameter 'weights' should have the shape of ({k},), but got "
                                  f"{weights.shape}")
@@ -134,11 +135,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 raise ValueError(f"The parameter 'weights' should be normalized, but got sum(weights) = "
                                  f"{weights.sum():.5f}")
         if self.means_init is not None:
-            means = np.asarray(self.means_init, np.float64)
+            means = check_array(self.means_init, dtype=np.float64, ensure_2d=False)
             if means.shape != (k, d):
                 raise ValueError(f"The parameter 'means' should have the shape of {(k, d)}, but got {means.shape}")
         if self.precisions_init is not None:
-            prec = np.asarray(self.precisions_init, np.float64)
+            prec = check_array(self.precisions_init, dtype=np.float64, ensure_2d=False, allow_nd=True)
             shape = COVARIANCE[self.covariance_type].shape(k, d)
             if prec.shape != shape:
                 raise ValueError(f"The parameter '{self.covariance_type} precision' should have the shape of "
@@ -171,11 +172,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             raise ValueError(f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
                              f"n_samples = {n}")
         rng = check_random_state(self.random_state)
+        t0 = time.perf_counter()
         with scoped_x64():
             Xj = jnp.asarray(X, jnp.float64)
             key = jax.random.key(int(rng.randint(np.iinfo(np.int32).max)))
             warm = self.warm_start and hasattr(self, "_gmm")
-            init = self._gmm if warm else self._user_init(Xj, jax.random.fold_in(key, 1))
+            init = self._mixture() if warm else self._user_init(Xj, jax.random.fold_in(key, 1))
             init_name = _INIT_PARAMS[self.init_params] if init is None else init
             n_init = 1 if init is not None else self.n_init
             if self.max_iter == 0:
@@ -191,6 +193,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 n_iter = int(info.n_iter)
                 converged, lb = bool(info.converged), float(info.lower_bound)
                 lbs = np.asarray(info.history)[:n_iter]
+                if self.verbose:
+                    self._print_progress(np.asarray(info.lower_bounds), lbs, converged, time.perf_counter() - t0)
             labels = np.asarray(_gmm.predict(g, Xj))
         if self.reg_covar == 0:
             _raise_if_ill_defined(g)
@@ -201,8 +205,29 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.converged_, self.n_iter_, self.lower_bound_, self.lower_bounds_ = converged, n_iter, lb, lbs
         return labels
 
+    def _print_progress(self, finals, history, converged, elapsed):
+        """scikit-learn's verbose messages, after the fact: the restarts run together in
+        one compiled loop, so the iterations shown are the best restart's and the time
+        is the whole fit's."""
+        best = int(np.argmax(np.where(np.isfinite(finals), finals, -np.inf)))
+        for i, final in enumerate(finals):
+            print(f"Initialization {i}")
+            if i == best:
+                for it in range(self.verbose_interval, len(history) + 1, self.verbose_interval):
+                    change = history[it - 1] - (history[it - 2] if it >= 2 else -np.inf)
+                    print(f"  Iteration {it}" + (f"\t ll change {change:.5f}" if self.verbose >= 2 else ""))
+                msg = "converged" if converged else "did not converge"
+            else:
+                msg = "finished"
+            if self.verbose >= 2:
+                print(f"Initialization {msg}. time lapse {elapsed:.5f}s\t lower bound {final:.5f}.")
+            else:
+                print(f"Initialization {msg}.")
+
     def _set(self, g):
-        self._gmm = g
+        # kept as numpy float64: a pickle round trip then keeps float64 even in a process
+        # where JAX's x64 is off (JAX arrays would come back as float32 there)
+        self._gmm = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), g)
         self.weights_ = np.asarray(g.weights, np.float64)
         self.means_ = np.asarray(g.means, np.float64)
         self.covariances_ = np.asarray(g.covariances, np.float64)
@@ -215,7 +240,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def _data(self, X):
         """``(fitted mixture, validated X)``; NotFittedError before ``fit``."""
         check_is_fitted(self)
-        return self._gmm, jnp.asarray(self._validate(X, reset=False), jnp.float64)
+        return self._mixture(), jnp.asarray(self._validate(X, reset=False), jnp.float64)
+
+    def _mixture(self):
+        """The fitted mixture as float64 JAX arrays (call inside ``scoped_x64``)."""
+        return jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), self._gmm)
 
     def score_samples(self, X):
         """Log density of every sample, ``(n_samples,)``."""
@@ -245,7 +274,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         rng = check_random_state(self.random_state)
         with scoped_x64():
             key = jax.random.key(int(rng.randint(np.iinfo(np.int32).max)))
-            X, y = _gmm.sample(key, self._gmm, int(n_samples))
+            X, y = _gmm.sample(key, self._mixture(), int(n_samples))
             X, y = np.asarray(X), np.asarray(y)
         order = np.argsort(y, kind="stable")
         return X[order], y[order]

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._checks import as_float_array
+from .._checks import as_float_array, check_real, check_weights
 from .._xla import tuned_jit
 from .em import _em, _m_step, _small
 from .init import _init_resp
@@ -29,7 +29,11 @@ def _best_restart(gs, its, lbs, hists, convs, deficient, center, data_ok):
     return g, info
 
 
-def _fit_impl(keys, X, sw, gmm_init, reg_covar, tol, k, covariance_type, shrinkage, init, max_iter, lb0):
+def _restarts_impl(keys, X, sw, gmm_init, reg_covar, tol, k, covariance_type, shrinkage, init, max_iter, lb0,
+                   batched):
+    """EM from each key's initialisation: ``((g, n_iter, lb, history, converged,
+    rank_deficient) with a leading restart axis, centre, data_ok)``. ``batched=False``
+    runs the single key ``keys[0]`` without vmap."""
     center = jnp.sum(sw[:, None] * X, 0) / jnp.sum(sw)
     Xc = X - center  # centring keeps the uncentred second-moment formulas accurate
 
@@ -41,13 +45,24 @@ def _fit_impl(keys, X, sw, gmm_init, reg_covar, tol, k, covariance_type, shrinka
             g0 = _m_step(Xc, resp * sw[:, None], reg_covar, covariance_type, shrinkage)
         return _em(g0, Xc, sw, reg_covar, tol, covariance_type, shrinkage, max_iter, lb0)
 
-    return _best_restart(*jax.vmap(one)(keys), center, jnp.all(jnp.isfinite(X)))
+    runs = jax.vmap(one)(keys) if batched else jax.tree_util.tree_map(lambda a: a[None], one(keys[0]))
+    # data the fit cannot use (NaN/inf, bad weights) when traced: flagged, never "converged"
+    data_ok = jnp.all(jnp.isfinite(X)) & jnp.all(jnp.isfinite(sw)) & jnp.all(sw >= 0) & (jnp.sum(sw) > 0)
+    return runs, center, data_ok
 
 
-_fit = jax.jit(_fit_impl, static_argnums=(6, 7, 8, 9, 10))
+_STATIC = (6, 7, 8, 9, 10, 12)
+_restarts = jax.jit(_restarts_impl, static_argnums=_STATIC)
 # the one-pass small path gains from XLA's fast-math reductions (and only it: the GEMM
 # path runs slower with those options)
-_fit_small = tuned_jit(_fit_impl, static_argnums=(6, 7, 8, 9, 10))
+_restarts_small = tuned_jit(_restarts_impl, static_argnums=_STATIC)
+
+
+@jax.jit
+def _pick(first, rest, center, data_ok):
+    """The best of restart 0 and the others (None when n_init = 1)."""
+    runs = first if rest is None else jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), first, rest)
+    return _best_restart(*runs, center, data_ok)
 
 
 def fit(key, X, n_components: int, *, covariance_type: str = "full", reg_covar: float = 1e-6, shrinkage=None,
@@ -74,8 +89,11 @@ def fit(key, X, n_components: int, *, covariance_type: str = "full", reg_covar: 
     Returns:
       ``(GMM, FitInfo)``.
     Raises:
-      ValueError: X not 2-D, fewer samples than components, NaN/inf in concrete X, bad
-        options. Under jit, NaN/inf data gives ``info.converged == False`` instead.
+      ValueError: X not 2-D or empty, fewer samples than components, NaN/inf in concrete
+        X or values too large for its dtype, sample_weight negative, non-finite or all
+        zero, bad options (reg_covar or tol NaN or negative, ...). Under jit, where
+        values cannot raise, such data gives ``info.converged == False`` instead.
+      Half-precision X is computed in float32.
 
     >>> X = jax.random.normal(jax.random.key(0), (500, 2))
     >>> g, info = fit(jax.random.key(1), X, 2)
@@ -90,15 +108,22 @@ def fit(key, X, n_components: int, *, covariance_type: str = "full", reg_covar: 
     if n < n_components:
         raise ValueError(f"{where}: n_samples={n} should be >= n_components={n_components}")
     _check_finite_rows(X, where, "X")
+    check_real(tol, "tol", where)
     if sample_weight is None:
         sw = jnp.ones(n, X.dtype)
     else:
         sw = as_float_array(sample_weight, "sample_weight", where, dtype=X.dtype)
         if sw.shape != (n,):
             raise ValueError(f"{where}: sample_weight must have shape ({n},), got {tuple(sw.shape)}")
-    # restart i's key does not depend on n_init, so more restarts never give a worse fit
+        check_weights(sw, "sample_weight", where)
+    # Restart i's key does not depend on n_init, and restart 0 runs as its own unbatched
+    # executable whatever n_init is, so it reproduces the n_init=1 fit bit for bit (a
+    # vmapped copy may reduce in another order): more restarts never give a lower bound.
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(int(n_init)))
-    run = _fit_small if _small(d, int(n_components), X.dtype, covariance_type, shrinkage) else _fit
-    return run(keys, X, sw, gmm_init, jnp.asarray(reg_covar, X.dtype), jnp.asarray(tol, X.dtype), int(n_components),
-               covariance_type, shrinkage, init if gmm_init is None else "warm", int(max_iter),
-               jnp.asarray(-np.inf if prev_lower_bound is None else prev_lower_bound, X.dtype))
+    run = _restarts_small if _small(d, int(n_components), X.dtype, covariance_type, shrinkage) else _restarts
+    args = (X, sw, gmm_init, jnp.asarray(reg_covar, X.dtype), jnp.asarray(tol, X.dtype), int(n_components),
+            covariance_type, shrinkage, init if gmm_init is None else "warm", int(max_iter),
+            jnp.asarray(-np.inf if prev_lower_bound is None else prev_lower_bound, X.dtype))
+    first, center, data_ok = run(keys[:1], *args, False)
+    rest = run(keys[1:], *args, True)[0] if n_init > 1 else None
+    return _pick(first, rest, center, data_ok)

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .._checks import as_float_array, check_choice, check_positive_int
+from .._checks import as_float_array, check_choice, check_positive_int, check_real
 
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
@@ -67,10 +67,19 @@ class FitInfo(NamedTuple):
 # ----------------------------------------------------------------------------- validation
 
 
+_HALF_FLOATS = (jnp.dtype("float16"), jnp.dtype("bfloat16"))
+
+
 def _check_X(X, where, dtype=None):
+    """``X`` as a 2-D float array with at least one row and one feature. Half-precision
+    input is computed in float32 (Cholesky factorisations need at least that)."""
     X = as_float_array(X, "X", where, dtype=dtype)
     if X.ndim != 2:
         raise ValueError(f"{where}: X must be 2-D (n_samples, n_features), got shape {tuple(X.shape)}")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"{where}: X must have at least one sample and one feature, got shape {tuple(X.shape)}")
+    if X.dtype in _HALF_FLOATS:
+        X = X.astype(jnp.float32)
     return X
 
 
@@ -78,24 +87,34 @@ def _check_gmm_X(gmm, X, where):
     X = _check_X(X, where, dtype=jnp.result_type(gmm.means.dtype, jnp.result_type(X)))
     if X.shape[1] != gmm.means.shape[-1]:
         raise ValueError(f"{where}: X has {X.shape[1]} features but the mixture has {gmm.means.shape[-1]}")
+    _check_finite_rows(X, where, "X")
     return X
 
 
 @jax.jit
 def _first_bad_row(X):
-    """Index of the first row holding NaN/inf, or -1 (works on sharded arrays on device)."""
-    bad = ~jnp.all(jnp.isfinite(X), axis=1)
-    return jnp.where(jnp.any(bad), jnp.argmax(bad), -1)
+    """``(index of the first row holding NaN/inf or -1, largest |finite value|)``, in one
+    pass (works on sharded arrays on device)."""
+    fin = jnp.isfinite(X)
+    bad = ~jnp.all(fin, axis=1)
+    return jnp.where(jnp.any(bad), jnp.argmax(bad), -1), jnp.max(jnp.where(fin, jnp.abs(X), 0))
 
 
 def _check_finite_rows(X, where, name, what=""):
-    """ValueError naming the first non-finite row of concrete ``X``; traced X is left alone
-    (NaN/inf then shows in the results, see ``FitInfo.converged``)."""
+    """ValueError naming the first non-finite row of concrete ``X``, or saying that its
+    values are too large for its dtype (their sums of squares would overflow, and the
+    fit would report NaN); traced X is left alone (NaN/inf then shows in the results,
+    see ``FitInfo.converged``)."""
     if isinstance(X, jax.core.Tracer):
         return
-    row = int(_first_bad_row(X))
+    row, top = _first_bad_row(X)
+    row, top = int(row), float(top)
     if row >= 0:
         raise ValueError(f"{where}: {what}{name} contains NaN or inf (first at row {row})")
+    n, d = X.shape
+    if top > (float(jnp.finfo(X.dtype).max) / (4.0 * n * d)) ** 0.5:
+        raise ValueError(f"{where}: {what}{name} has values up to {top:.3g}, too large for {X.dtype} (sums of "
+                         f"their squares overflow); pass float64 data or rescale it")
 
 
 def _check_shrinkage(shrinkage, covariance_type, where):
@@ -121,8 +140,7 @@ def _check_fit_options(where, d, dtype, n_components, covariance_type, reg_covar
     check_positive_int(n_components, "n_components", where)
     check_choice(covariance_type, COVARIANCE_TYPES, "covariance_type", where)
     shrinkage = _check_shrinkage(shrinkage, covariance_type, where)
-    if not isinstance(reg_covar, (int, float)) or reg_covar < 0:
-        raise ValueError(f"{where}: reg_covar must be a float >= 0, got {reg_covar!r}")
+    check_real(reg_covar, "reg_covar", where)
     check_positive_int(n_init, "n_init", where)
     check_positive_int(max_iter, "max_iter", where)
     if isinstance(init, GMM):

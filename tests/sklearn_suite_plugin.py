@@ -11,8 +11,6 @@ NOT_APPLICABLE = {
     "test_gaussian_mixture_precisions_init": "calls the private _set_parameters",
     "test_gaussian_mixture_all_init_does_not_estimate_gaussian_parameters":
         "mocks the private _estimate_gaussian_parameters",
-    "test_init": "asserts n_init=10 >= n_init=1 to the last bit; our restarts run vmapped, so the same "
-                 "restart rounds differently (differences ~4e-16; the guarantee is tested with a tolerance)",
 }
 
 

@@ -132,3 +132,32 @@ def test_sharded_fit_equals_single_device():
     assert res["params_replicated"]
     for name, err in res["max_rel_err"].items():
         assert err < 1e-9, (name, err)
+
+
+def test_npy_batches_rejects_bad_files_naming_them(tmp_path):
+    good = tmp_path / "good.npy"
+    np.save(good, np.random.default_rng(0).normal(size=(100, 3)))
+    (tmp_path / "text.npy").write_text("1,2\n3,4\n")
+    raw = good.read_bytes()
+    (tmp_path / "trunc.npy").write_bytes(raw[: len(raw) // 2])
+    np.save(tmp_path / "str.npy", np.array([["a", "b"]]))
+    np.save(tmp_path / "cplx.npy", np.ones((3, 2), complex))
+    np.save(tmp_path / "obj.npy", np.array([[1, None]], dtype=object), allow_pickle=True)
+    np.save(tmp_path / "three.npy", np.ones((2, 2, 2)))
+    for name, msg in [("text", "is not a .npy file"), ("trunc", "is truncated: .* header promises"),
+                      ("str", "must hold real numbers, got dtype <U1"), ("cplx", "must hold real numbers, got dtype complex128"),
+                      ("obj", "must hold real numbers, got dtype object"), ("three", "must hold a C-ordered 2-D array")]:
+        with pytest.raises(ValueError, match=f"NpyBatches: .*{name}.npy {msg}"):
+            gmm.NpyBatches(tmp_path / f"{name}.npy")
+    assert sum(len(b) for b in gmm.NpyBatches(good, batch_size=30)) == 100
+
+
+def test_fit_batches_on_float64_without_x64_warns_nothing():
+    """In a process with JAX's x64 off, float64 data computes in float32 silently."""
+    code = ("import warnings, numpy as np, jax; warnings.simplefilter('error'); from toolkit import gmm; "
+            "g, i = gmm.fit_batches(jax.random.key(0), np.random.default_rng(0).normal(size=(300, 2)), 2, "
+            "max_iter=3); print(g.means.dtype)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "JAX_ENABLE_X64": "0"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "float32"

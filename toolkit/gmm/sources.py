@@ -9,7 +9,7 @@ from typing import Iterator
 import jax
 import numpy as np
 
-from .._checks import check_positive_int, result_dtype
+from .._checks import check_positive_int
 
 
 # ----------------------------------------------------------------------------- batch sources
@@ -22,24 +22,42 @@ class NpyBatches:
     so resident memory stays near one chunk however large the file is.
 
     Args:
-      path: a C-ordered 2-D ``.npy`` file.
+      path: a C-ordered 2-D ``.npy`` file of real numbers.
       batch_size: rows per chunk.
     Attributes:
       shape, dtype: of the whole array.
+    Raises:
+      ValueError: (naming the file) not a ``.npy`` file, not 2-D or Fortran-ordered, a
+        dtype that is not real numbers, or fewer data bytes than the header promises.
+      FileNotFoundError: no such file.
     """
 
     def __init__(self, path, batch_size: int = 65536):
         self.path = os.fspath(path)
         check_positive_int(batch_size, "batch_size", "gmm.NpyBatches")
         self.batch_size = int(batch_size)
-        m = np.load(self.path, mmap_mode="r")  # reads the header only; no data page is touched
-        shape, dtype, self._offset = m.shape, m.dtype, m.offset
-        fortran = m.ndim == 2 and not m.flags.c_contiguous
-        del m
+        where = f"gmm.NpyBatches: {self.path}"
+        with open(self.path, "rb") as f:  # the header only: no data page is read
+            try:
+                version = np.lib.format.read_magic(f)
+                read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0)
+                shape, fortran, dtype = read(f)
+            except (ValueError, OSError) as exc:
+                raise ValueError(f"{where} is not a .npy file ({exc})") from None
+            self._offset = f.tell()
+        dtype = np.dtype(dtype)
+        if dtype.kind not in "fiub" or dtype.hasobject:
+            raise ValueError(f"{where} must hold real numbers, got dtype {dtype}")
         if len(shape) != 2 or fortran:
-            raise ValueError(f"gmm.NpyBatches: {self.path} must hold a C-ordered 2-D array, got shape {shape}"
+            raise ValueError(f"{where} must hold a C-ordered 2-D array, got shape {shape}"
                              f"{' (Fortran order)' if fortran else ''}")
-        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        need = self._offset + int(np.prod(shape)) * dtype.itemsize
+        size = os.path.getsize(self.path)
+        if size < need:
+            raise ValueError(f"{where} is truncated: {size} bytes, but its header promises {need} "
+                             f"({shape[0]} rows of {shape[1]} {dtype})")
+        self.shape, self.dtype = tuple(shape), dtype
 
     def __len__(self) -> int:
         return math.ceil(self.shape[0] / self.batch_size)
@@ -113,7 +131,10 @@ class _Source:
         if self.d is None:
             self.d = X.shape[1]
             if self.dtype is None:
-                self.dtype = result_dtype(X.dtype)
+                # ints compute in float64 and half floats in float32; float64 computes in
+                # float32 when JAX's x64 is off, as jnp.asarray would (and without a warning)
+                dt = X.dtype if X.dtype.kind == "f" else np.dtype(np.float64)
+                self.dtype = jax.dtypes.canonicalize_dtype(np.promote_types(dt, np.float32))
         elif X.shape[1] != self.d:
             raise ValueError(f"{where}: batch {b} has {X.shape[1]} features, batch 0 had {self.d}")
         if w is not None:

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 from scipy.optimize import minimize_scalar
 
 from toolkit import conic
@@ -369,3 +370,98 @@ def test_xla_build_without_an_option_falls_back_to_plain_jit(monkeypatch):
     f = _xla.tuned_jit(lambda x: 2 * x)
     for light in (False, True):
         np.testing.assert_array_equal(f(jnp.arange(3.0), light_compile=light), [0.0, 2.0, 4.0])
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _few_point_sets():
+    sq = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    t = np.linspace(0, 2 * np.pi, 10, endpoint=False)
+    ell = np.stack([3 * np.cos(t), np.sin(t)], -1)
+    return {
+        "4 distinct (duplicates)": (np.r_[sq, sq[:3], sq[:2]], None),
+        "3 distinct": (np.r_[sq[:3], sq[:3]], None),
+        "4 non-zero weights": (ell, np.r_[np.ones(4), np.zeros(6)]),
+    }
+
+
+@pytest.mark.parametrize("method", conic.METHODS)
+@pytest.mark.parametrize("case", list(_few_point_sets()))
+def test_fewer_than_five_distinct_points(method, case):
+    """A conic is not determined by fewer than 5 distinct weighted points: concrete input
+    raises; under jit the fit says ok=False (taubin/hyper/geometric used to say True)."""
+    pts, w = _few_point_sets()[case]
+    with pytest.raises(ValueError, match="fewer than 5 distinct points with positive weight"):
+        conic.fit(pts, method=method, weights=w)
+    ok = jax.jit(lambda p: conic.fit(p, method=method, weights=w).ok)(pts)
+    assert not bool(ok)
+    # in a batch, the bad set is named and the others are unaffected under jit
+    t = np.linspace(0, 2 * np.pi, len(pts), endpoint=False)
+    good = np.stack([2 * np.cos(t), np.sin(t)], -1)
+    wb = None if w is None else np.stack([np.ones(len(pts)), w])
+    with pytest.raises(ValueError, match=r"point set \(1,\) has fewer than 5"):
+        conic.fit(np.stack([good, pts]), method=method, weights=wb)
+    res = jax.jit(lambda p: conic.fit(p, method=method, weights=wb))(np.stack([good, pts]))
+    assert np.asarray(res.ok).tolist() == [True, False]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_five_distinct_points_are_enough(dtype):
+    t = np.array([0.1, 1.3, 2.2, 3.9, 5.0])
+    pts = np.stack([3 * np.cos(t) + 1, 2 * np.sin(t)], -1).astype(dtype)
+    for method in conic.METHODS:
+        res = conic.fit(np.r_[pts, pts[:2]], method=method)  # duplicates of determined sets are fine
+        assert bool(res.ok), method
+        c = np.asarray(res.coeffs, np.float64)
+        np.testing.assert_allclose(c / c[0] * 4, [4, 0, 9, -8, 0, -32], atol=1e-6 if dtype == np.float64 else 2e-2)
+
+
+@pytest.mark.parametrize("w, msg", [(-1.0, "must be non-negative"), (np.nan, "contains NaN or inf"),
+                                    (np.inf, "contains NaN or inf")])
+def test_bad_weights_raise_or_flag(w, msg):
+    t = np.linspace(0, 2 * np.pi, 12, endpoint=False)
+    pts = np.stack([3 * np.cos(t), np.sin(t)], -1)
+    weights = np.r_[w, np.ones(11)]
+    for method in conic.METHODS:
+        with pytest.raises(ValueError, match=f"'weights' {msg}"):
+            conic.fit(pts, method=method, weights=weights)
+        assert not bool(jax.jit(lambda p, ww: conic.fit(p, method=method, weights=ww).ok)(pts, weights))
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(5, 30), batch=st.sampled_from([(), (3,)]), dtype=st.sampled_from([np.float32, np.float64]),
+       bad=st.sampled_from(["none", "nan_p", "inf_p", "neg_w", "nan_w", "zero_w", "few"]),
+       method=st.sampled_from(conic.METHODS))
+def test_property_fit_bad_input(n, batch, dtype, bad, method):
+    """A clear ValueError naming the argument, or finite coefficients whose ok flag is
+    truthful; under jit the same input is never ok."""
+    rng = np.random.default_rng(n)
+    t = rng.uniform(0, 2 * np.pi, batch + (n,))
+    pts = np.stack([3 * np.cos(t) + 1, 2 * np.sin(t)], -1) + 0.01 * rng.normal(size=batch + (n, 2))
+    pts = pts.astype(dtype)
+    w = np.ones(batch + (n,), dtype)
+    idx = (0,) * len(batch) + (int(rng.integers(n)),)
+    if bad == "nan_p":
+        pts[idx + (0,)] = np.nan
+    elif bad == "inf_p":
+        pts[idx + (1,)] = np.inf
+    elif bad == "neg_w":
+        w[idx] = -1
+    elif bad == "nan_w":
+        w[idx] = np.nan
+    elif bad == "zero_w":
+        w[...] = 0
+    elif bad == "few":
+        w[..., 4:] = 0
+        pts[..., 3, :] = pts[..., 0, :]  # 4 distinct weighted points
+    if bad == "none":
+        res = conic.fit(pts, method=method, weights=w)
+        assert np.all(np.isfinite(np.asarray(res.coeffs)))
+        assert np.all(np.asarray(res.ok))
+        return
+    with pytest.raises(ValueError, match="'(points|weights)'|fewer than 5 distinct"):
+        conic.fit(pts, method=method, weights=w)
+    res = jax.jit(lambda p, ww: conic.fit(p, method=method, weights=ww))(pts, w)
+    assert np.all(np.isfinite(np.asarray(res.coeffs)))
+    assert not bool(np.asarray(res.ok)[(0,) * len(batch)])

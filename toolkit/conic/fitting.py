@@ -5,20 +5,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._checks import as_float_array, check_choice, check_finite, check_trailing, is_concrete
+from .._checks import as_float_array, check_choice, check_finite, check_trailing, check_weights, is_concrete
 from .._xla import tuned_jit as _jit
 from .distance import _distances, _frame, _sampson
 from .geometric import _geometric, _kind_ok
 from .kinds import (ELLIPSE, HYPERBOLA, _FIT_KINDS, _MIN_POINTS, _RESIDUALS, ConicFit, _canonical_sign, _classify,
                     _rtol)
-from .methods import METHOD_TABLE, METHODS, SOLVERS, _direct, _spread
+from .methods import METHOD_TABLE, METHODS, SOLVERS, _direct, _spread, _too_few_points
 from .moments import _denormalise, _normalised, _scatter, _stats
 
 
 # The fit runs as a few jitted stages so that the per-point ones (moments, residuals)
 # compile once for every kind and method.
 
-_stats_jit = _jit(_stats)
+@_jit
+def _stats_jit(points, weights):
+    """The moments, and where there are fewer than 5 distinct weighted points."""
+    st = _stats(points, weights)
+    return st, _too_few_points(st.mom)
 
 
 # ``target``: the kind of conic the caller asked for ("any", "ellipse" or "hyperbola").
@@ -105,7 +109,9 @@ def fit(points, *, kind: str = "any", method: str = "direct", weights=None, max_
       :class:`ConicFit` with ``coeffs (..., 6)``, ``kind``, ``residual``, ``ok`` ``(...)``.
 
     Raises:
-      ValueError: last axis not 2, fewer than 5 points, unknown kind/method/residual,
+      ValueError: last axis not 2, fewer than 5 points (or, for concrete input, fewer
+        than 5 distinct points with positive weight; under ``jit`` that gives
+        ``ok = False``), unknown kind/method/residual,
         mis-shaped weights, or (for concrete input) NaN/inf points or negative weights.
 
     Performance: the fit runs as a few jitted stages (compiled once per shape; the
@@ -152,7 +158,7 @@ def fit(points, *, kind: str = "any", method: str = "direct", weights=None, max_
     else:
         flat, wf = pts, w
     light = flat.shape[0] * flat.shape[1] <= _BUCKET_MAX
-    st = _stats_jit(flat, wf, light_compile=light)
+    st, few = _stats_jit(flat, wf, light_compile=light)
     how = METHOD_TABLE[method]
     if SOLVERS[how.solver].from_moments is not None:
         theta, ok = _moments_solver_jit(st.mom, solver=how.solver, target=kind, light_compile=light)
@@ -162,10 +168,16 @@ def fit(points, *, kind: str = "any", method: str = "direct", weights=None, max_
         theta = _geometric_jit(flat, wf, st, theta, jnp.asarray(tol, pts.dtype), target=kind, max_iter=max_iter,
                                light_compile=light)
     want = np.int32(_FIT_KINDS.index(kind))
-    out = ConicFit(*_finish_jit(flat, wf, st, theta, ok, want, residual=residual, light_compile=light))
+    concrete = is_concrete(st.valid)
+    # Traced input takes the moment test's word for "fewer than 5 distinct points";
+    # concrete input has it confirmed exactly on the host below, and raises.
+    out = ConicFit(*_finish_jit(flat, wf, st, theta, ok if concrete else ok & ~few, want, residual=residual,
+                                light_compile=light))
     # checked last, so that waiting for the device does not hold up dispatching the stages
-    if is_concrete(st.valid) and not np.all(np.asarray(st.valid)):
-        _raise_invalid(pts, w, where)
+    if concrete:
+        if not np.all(np.asarray(st.valid)):
+            _raise_invalid(pts, w, where)
+        _raise_if_too_few(pts, w, np.asarray(few)[:nb], batch, where)
     if out.ok.shape != batch:
         out = _unpad(out, batch=batch, light_compile=True)
     return out
@@ -175,10 +187,24 @@ def _raise_invalid(pts, w, where):
     """The ValueError for NaN/inf points or bad weights, located on the host."""
     check_finite(pts, "points", where)
     if w is not None:
-        check_finite(w, "weights", where)
-        if bool(jnp.any(w < 0)):
-            raise ValueError(f"{where}: argument 'weights' must be non-negative")
+        check_weights(jnp.broadcast_to(w, pts.shape[:-1]), "weights", where)
     raise ValueError(f"{where}: invalid points or weights")  # not reached: the checks above name it
+
+
+def _raise_if_too_few(pts, w, flagged, batch, where):
+    """ValueError for the first point set with fewer than 5 distinct points of positive
+    weight, counted exactly on the host among the sets the moment test flagged (that
+    test is a screen: near-degenerate 5-point sets can trip it in float32)."""
+    if not np.any(flagged):
+        return
+    P = np.asarray(pts).reshape((-1,) + pts.shape[-2:])
+    W = None if w is None else np.broadcast_to(np.asarray(w), pts.shape[:-1]).reshape(P.shape[:2])
+    for i in np.flatnonzero(flagged):
+        kept = P[i] if W is None else P[i][W[i] > 0]
+        if len(np.unique(kept, axis=0)) < 5:
+            at = np.unravel_index(int(i), batch) if batch else ()
+            who = f"point set {tuple(int(j) for j in at)} has" if batch else "the points have"
+            raise ValueError(f"{where}: {who} fewer than 5 distinct points with positive weight; a conic needs 5")
 
 
 # Problems up to this many points are padded to bucket sizes (zero-weight points,

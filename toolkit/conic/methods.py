@@ -29,12 +29,10 @@ def _spread(mom):
     return _det3(_entries(mom, range(3, 6), range(3, 6))) > 1e2 * jnp.finfo(mom.dtype).eps
 
 
-def _direct(mom, target):
-    """Halir-Flusser reduced constrained fit from the moments ``(..., 15)`` of normalised points.
-
-    Returns ``(theta (..., 6), ok (...))``; ``ok`` is False for collinear points or a
-    rank<=1 pencil.
-    """
+def _reduced(mom):
+    """Halir & Flusser's reduction of the 6x6 scatter from the moments ``(..., 15)``:
+    ``(M, T, well)`` with ``T = -S3^-1 S2^T`` (quadratic -> linear coefficients),
+    ``M = S1 + S2 T`` (3x3, PSD) and ``well`` False for collinear points."""
     eps = jnp.finfo(mom.dtype).eps
     S1 = _entries(mom, range(3), range(3))
     S2 = _entries(mom, range(3), range(3, 6))
@@ -43,10 +41,40 @@ def _direct(mom, target):
     well = d3 > 1e2 * eps  # _spread
     inv_d3 = 1.0 / jnp.where(well, d3, 1.0)
     S3adj = _adj3(S3)
-    # T = -S3^-1 S2^T maps the quadratic part a to the linear one; M = S1 + S2 T
     T = [[-_dot((S3adj[i][k], S2[j][k]) for k in range(3)) * inv_d3 for j in range(3)] for i in range(3)]
     S2T = _matmul3(S2, T)
     M = [[S1[i][j] + 0.5 * (S2T[i][j] + S2T[j][i]) for j in range(3)] for i in range(3)]
+    return M, T, well
+
+
+def _too_few_points(mom):
+    """``(...)`` bool: points not all on one line, but fewer than 5 distinct ones with
+    positive weight, so no conic is determined. (Collinear sets are ``_spread``'s.)
+
+    Fewer than 5 distinct points leave the 6x6 scatter with rank <= 4, so the reduced
+    ``M`` (PSD) has rank <= 1 and the sum of its principal 2x2 minors vanishes. Measured
+    against ``tr(M)^2`` it stays below 1e-12 for 4 distinct points (float64, offsets up
+    to 1e5 times the spread) and above 1e-6 for 5 points of an ellipse, so sqrt(eps)
+    separates them (float32 flags some badly conditioned 5-point sets too). With 3
+    distinct points M itself is round-off, hence a floor relative to the
+    normalised spread."""
+    eps = jnp.finfo(mom.dtype).eps
+    M, _, well = _reduced(mom)
+    A = _adj3(M)
+    e2 = A[0][0] + A[1][1] + A[2][2]
+    tr = M[0][0] + M[1][1] + M[2][2]
+    noise = 1e3 * eps * (mom[..., 3] + mom[..., 5])  # mean x^2 + y^2: 2 after the normalisation
+    return well & ~(e2 > jnp.sqrt(eps) * tr * tr + noise * noise)
+
+
+def _direct(mom, target):
+    """Halir-Flusser reduced constrained fit from the moments ``(..., 15)`` of normalised points.
+
+    Returns ``(theta (..., 6), ok (...))``; ``ok`` is False for collinear points or a
+    rank<=1 pencil.
+    """
+    eps = jnp.finfo(mom.dtype).eps
+    M, T, well = _reduced(mom)
     Cm = _C_BOOK if target == "any" else _C_FITZ
     c0 = _det3(M)
     c1 = -_trace_prod(_adj3(M), Cm)

@@ -280,3 +280,68 @@ def test_float32_default_and_integer_input():
     R = so3.exp(jnp.array([1, 0, 0]))
     assert R.dtype == jnp.result_type(float)
     np.testing.assert_allclose(R, Rotation.from_rotvec([1, 0, 0]).as_matrix(), atol=1e-15)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("fn", ["kabsch", "fit"])
+@pytest.mark.parametrize("w, msg", [(-np.ones(5), "'weights' must be non-negative"),
+                                    (np.zeros(5), "'weights' must have a positive total"),
+                                    (np.r_[np.nan, np.ones(4)], "'weights' contains NaN or inf")])
+def test_bad_weights_raise(fn, w, msg):
+    P = np.random.default_rng(0).normal(size=(5, 3))
+    with pytest.raises(ValueError, match=f"so3.{fn}: argument {msg}"):
+        getattr(so3, fn)(P, P, weights=w)
+
+
+def test_mean_of_nothing_or_bad_weights_raises():
+    Rs = np.stack([np.eye(3)] * 2)
+    with pytest.raises(ValueError, match="Rs holds no rotations"):
+        so3.mean(np.zeros((0, 3, 3)))
+    with pytest.raises(ValueError, match="must have a positive total"):
+        so3.mean(Rs, weights=np.zeros(2))
+    with pytest.raises(ValueError, match="must be non-negative"):
+        so3.mean(Rs, weights=np.r_[1.0, -1.0], method="geodesic")
+
+
+@pytest.mark.parametrize("fn", ["kabsch", "fit"])
+def test_batch_shapes_that_do_not_broadcast_name_both(fn):
+    with pytest.raises(ValueError, match=r"batch shapes do not broadcast: P \(0,\), Q \(2,\)"):
+        getattr(so3, fn)(np.zeros((0, 5, 3)), np.zeros((2, 5, 3)))
+    with pytest.raises(ValueError, match=r"P \(3,\), weights \(2,\)"):
+        getattr(so3, fn)(np.ones((3, 5, 3)), np.ones((3, 5, 3)), weights=np.ones((2, 5)))
+    with pytest.raises(ValueError, match="hold no points"):
+        getattr(so3, fn)(np.zeros((0, 3)), np.zeros((0, 3)))
+
+
+@settings(max_examples=30, deadline=None)
+@given(batch=st.sampled_from([(), (2,), (0,)]), n=st.integers(0, 6), dtype=st.sampled_from(["float32", "float64"]),
+       bad=st.sampled_from(["none", "neg_w", "zero_w", "nan_w", "nan_p"]))
+def test_property_kabsch_bad_input(batch, n, dtype, bad):
+    """A ValueError naming the argument, or a proper rotation (the true one when the
+    points determine it); never a plausible answer to invalid input."""
+    rng = np.random.default_rng(n)
+    P = rng.normal(size=batch + (n, 3)).astype(dtype)
+    R = np.asarray(so3.exp(np.array([0.3, -0.2, 0.5])), dtype)
+    Q = P @ R.T
+    w = np.ones(batch + (n,), dtype)
+    if n and bad == "neg_w":
+        w[..., 0] = -1
+    elif n and bad == "zero_w":
+        w[...] = 0
+    elif n and bad == "nan_w":
+        w[..., -1] = np.nan
+    elif n and bad == "nan_p":
+        P[..., 0, 0] = np.nan
+    nonempty = np.prod(batch, dtype=int) > 0
+    if n == 0 or (bad != "none" and nonempty):
+        with pytest.raises(ValueError, match="so3.kabsch: (argument '(weights|P)'|P and Q hold no points)"):
+            so3.kabsch(P, Q, weights=w)
+        return
+    out = np.asarray(so3.kabsch(P, Q, weights=w), np.float64)
+    assert out.shape == batch + (3, 3)
+    tol = 1e-4 if dtype == "float32" else 1e-10
+    np.testing.assert_allclose(out @ np.swapaxes(out, -1, -2), np.broadcast_to(np.eye(3), out.shape), atol=tol)
+    if n >= 3:  # fewer points leave a rotation about their span free
+        np.testing.assert_allclose(out, np.broadcast_to(R, out.shape), atol=tol)

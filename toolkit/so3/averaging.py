@@ -8,6 +8,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from .._checks import as_float_array, check_choice, check_trailing
+from .fitting import _weights
 from .group import _safe_norm, _svd_rotation
 from .maps import _exp, _log
 
@@ -35,14 +36,9 @@ def mean(Rs, weights=None, *, method: str = "chordal", max_iter: int = 50, tol: 
     Rs = as_float_array(Rs, "Rs", where)
     check_trailing(Rs, (None, 3, 3), "Rs", where)
     check_choice(method, _MEANS, "method", where)
-    m = Rs.shape[-3]
-    if weights is None:
-        w = jnp.ones(Rs.shape[:-2], Rs.dtype)
-    else:
-        w = as_float_array(weights, "weights", where, dtype=Rs.dtype)
-        if w.shape[-1:] != (m,):
-            raise ValueError(f"{where}: weights must have shape (..., {m}) to match Rs {tuple(Rs.shape)}, "
-                             f"got {tuple(w.shape)}")
+    if Rs.shape[-3] == 0:
+        raise ValueError(f"{where}: Rs holds no rotations (shape {tuple(Rs.shape)}); the mean of none is undefined")
+    w = _weights(weights, Rs, where, name="Rs")
     tol = tol if tol is not None else (1e-12 if Rs.dtype == jnp.float64 else 1e-6)
     return _mean(Rs, w, jnp.asarray(tol, Rs.dtype), method, max_iter)
 

@@ -6,9 +6,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
-from .._checks import as_float_array, check_choice, check_finite, check_trailing
+from .._checks import as_float_array, check_choice, check_finite, check_trailing, check_weights
 from .group import _safe_norm, _svd_rotation
 from .maps import _exp, _log, _vec
 
@@ -21,17 +22,35 @@ def _points_pair(P, Q, where):
     if P.shape[-2] != Q.shape[-2]:
         raise ValueError(f"{where}: P and Q must hold the same number of points, got P {tuple(P.shape)} "
                          f"and Q {tuple(Q.shape)}")
+    if P.shape[-2] == 0:
+        raise ValueError(f"{where}: P and Q hold no points (shapes {tuple(P.shape)} and {tuple(Q.shape)})")
+    _check_batch(where, P=P.shape[:-2], Q=Q.shape[:-2])
     dt = jnp.result_type(P.dtype, Q.dtype)
     return P.astype(dt), Q.astype(dt)
 
 
-def _weights(weights, P, where):
+def _check_batch(where, **shapes):
+    """ValueError naming every argument's batch shape unless they broadcast together."""
+    try:
+        np.broadcast_shapes(*shapes.values())
+    except ValueError:
+        got = ", ".join(f"{name} {tuple(s)}" for name, s in shapes.items())
+        raise ValueError(f"{where}: batch shapes do not broadcast: {got}") from None
+
+
+def _weights(weights, P, where, name="P"):
+    """Weights ``(..., N)`` for points or rotations ``P (..., N, ...)``: default ones;
+    concrete ones must be finite, non-negative and not all zero in any set."""
+    n_axes = 1 if name == "P" else 2  # trailing axes of one point (3,) or rotation (3, 3)
+    lead = P.shape[:P.ndim - n_axes]
     if weights is None:
-        return jnp.ones(P.shape[:-1], P.dtype)
+        return jnp.ones(lead, P.dtype)
     w = as_float_array(weights, "weights", where, dtype=P.dtype)
-    if w.shape[-1:] != P.shape[-2:-1]:
-        raise ValueError(f"{where}: weights must have shape (..., {P.shape[-2]}) to match P {tuple(P.shape)}, "
+    if w.shape[-1:] != lead[-1:]:
+        raise ValueError(f"{where}: weights must have shape (..., {lead[-1]}) to match {name} {tuple(P.shape)}, "
                          f"got {tuple(w.shape)}")
+    _check_batch(where, **{name: lead[:-1], "weights": w.shape[:-1]})
+    check_weights(w, "weights", where)
     return w
 
 
@@ -47,7 +66,9 @@ def kabsch(P, Q, weights=None):
     Returns:
       ``(..., 3, 3)``.
     Raises:
-      ValueError: shapes do not end in ``(N, 3)`` or N differs between P and Q.
+      ValueError: shapes do not end in ``(N, 3)``, N differs between P and Q or is 0,
+        batch shapes do not broadcast, weights negative, non-finite or all zero, or
+        (concrete input) NaN/inf points.
 
     >>> from toolkit import so3
     >>> R = so3.exp(jnp.array([0.1, 0.2, 0.3])); P = jnp.eye(3)
@@ -55,6 +76,8 @@ def kabsch(P, Q, weights=None):
     True
     """
     P, Q = _points_pair(P, Q, "so3.kabsch")
+    check_finite(P, "P", "so3.kabsch")
+    check_finite(Q, "Q", "so3.kabsch")
     return _kabsch(P, Q, _weights(weights, P, "so3.kabsch"))
 
 

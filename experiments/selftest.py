@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Literal
 
 import numpy as np
@@ -24,6 +25,11 @@ class Params:
     fail: bool = False
     plot: bool = False
     plot_name: str = output_file("plot.png")
+    sleep_s: float = 0.0  # for interruption tests: print a line, then wait this long
+
+    def __post_init__(self):
+        if self.n < 0:
+            raise ValueError(f"n must be >= 0, got {self.n}")
 
 
 def run(params: Params, ctx) -> dict:
@@ -32,6 +38,9 @@ def run(params: Params, ctx) -> dict:
     for _ in ctx.progress(range(params.n), desc="selftest"):
         pass
     ctx.log.info("selftest %s = %g", params.mode, total)
+    if params.sleep_s > 0:
+        print(f"selftest: sleeping {params.sleep_s} s", flush=True)
+        time.sleep(params.sleep_s)
     if params.plot:
         import matplotlib
 

@@ -2,8 +2,10 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +99,16 @@ def test_run_writes_resolved_config_metrics_log_status_and_plot(workdir):
         ("experiment: selftest\nsweep:\n  n: []\n", [], "sweep.n must be a non-empty list"),
         ("experiment: selftest\n", ["--out", "../elsewhere"], "outside the current directory"),
         ("experiment: selftest\n", ["--out", "/"], "outside the current directory"),
+        ("experiment: selftest\n", ["--out", "exp.yaml"], "is an existing file, not a folder"),
+        ("experiment: selftest\n", ["n=-3"], "n must be >= 0, got -3"),
+        ("experiment: selftest\n", ["n=" + ",".join(map(str, range(1001)))], "more than the cap of 1000"),
+        ("experiment: selftest\nsweep:\n  n: [" + ", ".join(map(str, range(40))) + "]\n  mode: [sum, mean]\n"
+         "  fail: [true, false]\n  plot: [true, false]\n  inner.scale: [1, 2, 3, 4]\n", [],
+         "the sweep has 1280 runs, more than the cap of 1000; pass --allow-large-sweep"),
+        ("experiment: selftest\n", ["--processes", "65"], "--processes must be between 1 and 64, got 65"),
+        ("experiment: selftest\n", ["--processes", "0"], "--processes must be between 1 and 64, got 0"),
+        ("experiment: selftest\nname: _hidden\n", [], "name='_hidden'"),
+        ("experiment: selftest\nname: .hidden\n", [], "name='.hidden'"),
     ],
 )
 def test_config_errors_exit_2_with_one_clear_line_and_no_output(workdir, capsys, cfg_text, args, message):
@@ -250,3 +262,109 @@ def test_installed_console_script_and_package_list(workdir):
         name = ".".join(("toolkit_experiments",) + rel[1:]) if rel[0] == "experiments" else ".".join(rel)
         found.add(name)
     assert found == listed
+
+
+def test_config_not_utf8_or_named_with_underscore_exits_2(workdir, capsys):
+    (workdir / "latin1.yaml").write_bytes("experiment: selftest\nname: caf\xe9\n".encode("latin-1"))
+    assert main(["latin1.yaml"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: config latin1.yaml is not UTF-8 text") and "\n" not in err
+    (workdir / "_private.yaml").write_text("experiment: selftest\n")
+    assert main(["_private.yaml"]) == 2
+    assert "name='_private'" in capsys.readouterr().err
+    assert not (workdir / "runs").exists()
+
+
+def test_run_files_follow_the_umask(workdir):
+    old = os.umask(0o022)
+    try:
+        cfg = write_cfg(workdir, "experiment: selftest\n")
+        assert main([cfg, "--quiet"]) == 0
+    finally:
+        os.umask(old)
+    (d,) = run_dirs(workdir, "exp")
+    for name in ("config.yaml", "metrics.json", "status", "log.txt"):
+        assert (d / name).stat().st_mode & 0o777 == 0o644, name
+
+
+def test_sweep_summary_flattens_nested_metrics(workdir):
+    from toolkit.runner._io import flatten_metrics
+
+    assert flatten_metrics({"a": {"b": {"c": 1}}, "l": [1]}) == {"a.b.c": 1}
+    cfg = write_cfg(workdir, "experiment: quickstart\nsweep:\n  so3.seed: [1]\n")
+    assert main([cfg, "plot=false", "--quiet"]) == 0
+    (d,) = run_dirs(workdir, "exp")
+    rows = json.loads((d / "summary.json").read_text())
+    assert len(rows) == 1 and "so3.angle_error_rad" in rows[0] and "gmm.converged" in rows[0]
+
+
+@pytest.mark.parametrize("first, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_marks_the_run_interrupted_and_keeps_the_log(workdir, first, code):
+    """SIGINT or SIGTERM during a run (then the other one, while it cleans up): the status
+    says interrupted with the reason and time, the log holds what was printed, the exit
+    code is 130/143, and no metrics are half-written."""
+    cfg = write_cfg(workdir, "experiment: selftest\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TOOLKIT_JAX_CACHE": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "experiments", cfg, "sleep_s=60", "--quiet"], cwd=workdir,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    log = None
+    while time.monotonic() < deadline:
+        logs = list((workdir / "runs" / "exp").glob("*/log.txt")) if (workdir / "runs").exists() else []
+        if logs and "sleeping" in logs[0].read_text():
+            log = logs[0]
+            break
+        time.sleep(0.2)
+    assert log is not None, "the run never started"
+    proc.send_signal(first)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM if first == signal.SIGINT else signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err[-2000:]
+    status = (log.parent / "status").read_text()
+    assert status.startswith(f"interrupted: {signal.Signals(first).name} at 20"), status
+    text = log.read_text()
+    assert "selftest sum = 45" in text and "selftest: sleeping 60.0 s" in text and "interrupted by" in text
+    assert not (log.parent / "metrics.json").exists()
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted by")
+
+
+def test_signal_during_a_sweep_lists_finished_and_interrupted_members(workdir):
+    cfg = write_cfg(workdir, "experiment: selftest\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TOOLKIT_JAX_CACHE": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "experiments", cfg, "sleep_s=0,60,0", "--quiet"], cwd=workdir,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        logs = list((workdir / "runs" / "exp").glob("*/001-*/log.txt")) if (workdir / "runs").exists() else []
+        if logs and "sleeping" in logs[0].read_text():
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    (d,) = run_dirs(workdir, "exp")
+    rows = json.loads((d / "summary.json").read_text())
+    assert [r["status"] for r in rows] == ["ok", "interrupted", "not started"]
+    assert (d / "status").read_text().startswith("interrupted: SIGTERM")
+
+
+def test_signal_stops_every_worker_of_processes(workdir):
+    cfg = write_cfg(workdir, "experiment: selftest\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TOOLKIT_JAX_CACHE": "0", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.Popen([sys.executable, "-m", "experiments", cfg, "sleep_s=120", "--processes", "2", "--quiet"],
+                            cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 180
+    run = None
+    while time.monotonic() < deadline and run is None:
+        for log in (workdir / "runs" / "exp").glob("*/process-1.log") if (workdir / "runs").exists() else []:
+            if "sleeping" in log.read_text() and "sleeping" in (log.parent / "process-0.log").read_text():
+                run = log.parent
+        time.sleep(0.3)
+    assert run is not None, "the workers never started"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=90)
+    assert proc.returncode == 130, err[-2000:]
+    assert (run / "status").read_text().startswith("interrupted: SIGINT")
+    left = subprocess.run(["pgrep", "-f", "exp.yaml sleep_s=120 --out runs"], capture_output=True, text=True)
+    assert left.stdout.strip() == "", "a worker outlived the launcher"

@@ -11,7 +11,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "to_jsonable", "save_figure"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "to_jsonable", "save_figure", "file_mode",
+           "flatten_metrics"]
+
+
+def file_mode() -> int:
+    """The mode a plain ``open(..., "w")`` would give a new file: 0o666 less the umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -24,6 +32,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, file_mode())  # mkstemp makes 0600; run files follow the user's umask
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -66,6 +75,23 @@ def to_jsonable(obj: Any) -> Any:
         arr = np.asarray(obj)
         return to_jsonable(arr.item() if arr.ndim == 0 else arr.tolist())
     raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+
+
+def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Scalar metrics with nested dicts flattened to dotted keys (``{"gmm": {"ll": 1}}``
+    -> ``{"gmm.ll": 1}``); lists and arrays are left out (they stay in metrics.json).
+
+    >>> flatten_metrics({"a": 1, "gmm": {"ll": -2.5, "means": [1, 2]}, "ok": True})
+    {'a': 1, 'gmm.ll': -2.5, 'ok': True}
+    """
+    out: dict[str, Any] = {}
+    for k, v in metrics.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten_metrics(v, key + "."))
+        elif v is None or isinstance(v, (int, float, str, bool)):
+            out[key] = v
+    return out
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:

@@ -83,7 +83,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config {path} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -303,8 +305,16 @@ def _build(cls: type, data: Any, where: str = "") -> Any:
 
 
 def build_params(cls: type, data: dict[str, Any]) -> Any:
-    """Build the experiment's parameter dataclass from config data, checking every key."""
-    return _build(cls, data)
+    """Build the experiment's parameter dataclass from config data, checking every key.
+
+    A ``ValueError`` from the dataclass itself (its ``__post_init__`` checks of values)
+    becomes a :class:`ConfigError`, so bad values stop the run before it starts."""
+    try:
+        return _build(cls, data)
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def build_settings(data: dict[str, Any], default_name: str) -> RunnerSettings:
@@ -314,5 +324,6 @@ def build_settings(data: dict[str, Any], default_name: str) -> RunnerSettings:
     settings = _build(RunnerSettings, reserved)
     name = settings.name or default_name
     if not _SAFE_NAME.match(name):
-        raise ConfigError(f"name={name!r}: use letters, digits, '_', '-', '.' only")
+        raise ConfigError(f"name={name!r}: use letters, digits, '_', '-', '.' only, starting with a letter or "
+                          "digit (names starting with '_' or '.' are refused)")
     return dataclasses.replace(settings, name=name)

@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import datetime as _dt
 import logging
+import math
 import os
 import re
 import shutil
@@ -30,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from ._io import atomic_write_json, atomic_write_text, to_jsonable
+from ._io import atomic_write_json, atomic_write_text, flatten_metrics, to_jsonable
 from .config import (
     RESERVED,
     ConfigError,
@@ -43,6 +44,7 @@ from .config import (
 )
 from .context import RunContext
 from .registry import load_experiment
+from .signals import Interrupted, interruptible
 
 __all__ = ["main", "prepare", "Plan"]
 
@@ -72,6 +74,8 @@ def _parser(prog: str = "python -m experiments") -> argparse.ArgumentParser:
     p.add_argument("--processes", type=int, default=None, metavar="N",
                    help="start N local worker processes of one jax.distributed job (coordinator on 127.0.0.1, "
                         "gloo collectives) and supervise them; process 0 writes the outputs")
+    p.add_argument("--allow-large-sweep", action="store_true",
+                   help=f"run a sweep of more than {MAX_SWEEP} runs (refused otherwise)")
     p.add_argument("--run-dir", default=None, help=argparse.SUPPRESS)  # set by --processes for process 0
     return p
 
@@ -82,6 +86,8 @@ def _check_out(out: str) -> Path:
     if target != root and root not in target.parents:
         raise ConfigError(f"--out {out!r} resolves to {target}, outside the current directory {root}; "
                           "choose a folder inside it")
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"--out {out!r} is an existing file, not a folder")
     return target
 
 
@@ -98,8 +104,17 @@ def _new_run_dir(parent: Path) -> Path:
     raise RuntimeError(f"could not create a fresh run directory under {parent}")
 
 
-def prepare(config: str, overrides: list[str], out: str = "runs", *, experiments: str = "experiments") -> Plan:
-    """Load, override, type-check and expand a config. Raises ConfigError; creates nothing."""
+# Documented caps: a typo in a sweep (k=1,2,...,10000) or in --processes should not start
+# thousands of runs or processes.
+MAX_SWEEP = 1000
+MAX_PROCESSES = 64
+
+
+def prepare(config: str, overrides: list[str], out: str = "runs", *, experiments: str = "experiments",
+            allow_large_sweep: bool = False) -> Plan:
+    """Load, override, type-check and expand a config. Raises ConfigError; creates nothing.
+
+    A sweep of more than :data:`MAX_SWEEP` runs needs ``allow_large_sweep``."""
     data = load_yaml(config)
     cli_sweep: dict[str, list[Any]] = {}
     for arg in overrides:
@@ -115,33 +130,48 @@ def prepare(config: str, overrides: list[str], out: str = "runs", *, experiments
         if key.split(".")[0] in RESERVED:
             raise ConfigError(f"cannot sweep over the runner setting {key!r}")
     params_data = {k: v for k, v in data.items() if k not in RESERVED}
+    n_runs = math.prod(len(v) if isinstance(v, list) else 1 for v in sweep.values())
+    if n_runs > MAX_SWEEP and not allow_large_sweep:
+        raise ConfigError(f"the sweep has {n_runs} runs, more than the cap of {MAX_SWEEP}; pass "
+                          "--allow-large-sweep to run it anyway")
     points = [(pt, build_params(module.Params, cfg)) for pt, cfg in expand_sweep(params_data, sweep)]
     base = _check_out(out) / settings.name
     return Plan(settings=settings, module=module, experiments=experiments, points=points, base_dir=base)
 
 
-class _ListHandler(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.lines: list[str] = []
+class _Tee:
+    """A text stream that writes to a terminal stream and to the run's log file."""
 
-    def emit(self, record):
-        self.lines.append(self.format(record))
+    def __init__(self, stream, log_file):
+        self._stream, self._log = stream, log_file
+
+    def write(self, text):
+        self._log.write(text)
+        self._log.flush()
+        return self._stream.write(text)
+
+    def flush(self):
+        self._stream.flush()
+
+    def __getattr__(self, name):  # isatty, fileno, encoding, ... of the terminal stream
+        return getattr(self._stream, name)
 
 
-def _logger(tag: str, quiet: bool, prefix: str = "") -> tuple[logging.Logger, _ListHandler]:
+def _logger(tag: str, quiet: bool, log_file, prefix: str = "") -> logging.Logger:
+    """A logger whose records go to ``log_file`` as they happen (every level) and to
+    stderr (warnings only when ``quiet``)."""
     log = logging.getLogger(f"experiments.run.{tag}")
     log.handlers.clear()
     log.propagate = False
     log.setLevel(logging.INFO)
-    buf = _ListHandler()
-    buf.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s {prefix}%(message)s"))
-    log.addHandler(buf)
+    to_file = logging.StreamHandler(log_file)
+    to_file.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s {prefix}%(message)s"))
+    log.addHandler(to_file)
     err = logging.StreamHandler(sys.stderr)
     err.setLevel(logging.WARNING if quiet else logging.INFO)
     err.setFormatter(logging.Formatter(f"{prefix}%(message)s"))
     log.addHandler(err)
-    return log, buf
+    return log
 
 
 def _slug(point: dict[str, Any]) -> str:
@@ -165,22 +195,33 @@ def _run_one(plan: Plan, point: dict[str, Any], params: Any, run_dir: Path, quie
     resolved.update(dataclasses.asdict(params))
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_jsonable(resolved), sort_keys=False))
     atomic_write_text(run_dir / "status", "running\n")
-    log, buf = _logger(run_dir.name, quiet, _process_prefix())
-    ctx = RunContext(out_dir=run_dir, log=log, quiet=quiet or not sys.stderr.isatty())
-    t0 = time.perf_counter()
-    try:
-        metrics = plan.module.run(params, ctx)
-        if metrics is None:
-            metrics = {}
-        metrics = {**to_jsonable(metrics), "wall_time_s": time.perf_counter() - t0}
-        atomic_write_json(run_dir / "metrics.json", metrics)
-    except Exception as exc:  # the run failed: record it, never leave partial metrics
-        log.error("run failed: %s: %s", type(exc).__name__, exc)
-        buf.lines.append(traceback.format_exc())
-        atomic_write_text(run_dir / "status", f"failed: {type(exc).__name__}: {exc}\n")
-        atomic_write_text(run_dir / "log.txt", "\n".join(buf.lines) + "\n")
-        return False, None
-    atomic_write_text(run_dir / "log.txt", "\n".join(buf.lines) + "\n")
+    # The log is written as the run goes (a plain append-only file: it is a stream, not a
+    # result), holding the logger's records and whatever the experiment prints.
+    with open(run_dir / "log.txt", "a", encoding="utf-8") as log_file:
+        log = _logger(run_dir.name, quiet, log_file, _process_prefix())
+        ctx = RunContext(out_dir=run_dir, log=log, quiet=quiet or not sys.stderr.isatty())
+        out, err = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Tee(out, log_file), _Tee(err, log_file)
+        t0 = time.perf_counter()
+        try:
+            metrics = plan.module.run(params, ctx)
+            if metrics is None:
+                metrics = {}
+            metrics = {**to_jsonable(metrics), "wall_time_s": time.perf_counter() - t0}
+            atomic_write_json(run_dir / "metrics.json", metrics)
+        except Interrupted as exc:
+            log.error("interrupted by %s after %.1f s", exc.name, time.perf_counter() - t0)
+            atomic_write_text(run_dir / "status", exc.status())
+            raise
+        except Exception as exc:  # the run failed: record it, never leave partial metrics
+            log.error("run failed: %s: %s", type(exc).__name__, exc)
+            log_file.write(traceback.format_exc())
+            atomic_write_text(run_dir / "status", f"failed: {type(exc).__name__}: {exc}\n")
+            return False, None
+        finally:
+            sys.stdout, sys.stderr = out, err
+            for h in list(log.handlers):
+                log.removeHandler(h)
     atomic_write_text(run_dir / "status", "ok\n")
     return True, metrics
 
@@ -272,19 +313,27 @@ def _execute(plan: Plan, *, quiet: bool, base: Path | None, announce: bool = Tru
     base = base or _new_run_dir(plan.base_dir)
     sweep = len(plan.points) > 1 or bool(plan.points[0][0])
     rows, failures = [], 0
-    for i, (point, params) in enumerate(plan.points):
-        run_dir = base
-        if sweep:
-            run_dir = base / f"{i:03d}-{_slug(point)}"
-            run_dir.mkdir()
-            if not quiet:
-                print(f"[{i + 1}/{len(plan.points)}] {point}", file=sys.stderr)
-        ok, metrics = _run_one(plan, point, params, run_dir, quiet)
-        failures += not ok
-        row = {**point, "status": "ok" if ok else "failed", "dir": run_dir.name}
-        if ok:
-            row.update({k: v for k, v in metrics.items() if not isinstance(v, (dict, list))})
-        rows.append(row)
+    try:
+        for i, (point, params) in enumerate(plan.points):
+            run_dir = base
+            if sweep:
+                run_dir = base / f"{i:03d}-{_slug(point)}"
+                run_dir.mkdir()
+                if not quiet:
+                    print(f"[{i + 1}/{len(plan.points)}] {point}", file=sys.stderr)
+            rows.append({**point, "status": "interrupted", "dir": run_dir.name})
+            ok, metrics = _run_one(plan, point, params, run_dir, quiet)
+            failures += not ok
+            rows[-1]["status"] = "ok" if ok else "failed"
+            if ok:
+                rows[-1].update(flatten_metrics(metrics))
+    except Interrupted as exc:
+        if sweep:  # the summary lists the finished members, the interrupted one and the rest
+            rows += [{**pt, "status": "not started", "dir": ""} for pt, _ in plan.points[len(rows):]]
+            atomic_write_json(base / "summary.json", rows)
+            atomic_write_text(base / "summary.md", _summary_table(rows))
+            atomic_write_text(base / "status", exc.status())
+        raise
     if sweep:
         atomic_write_json(base / "summary.json", rows)
         table = _summary_table(rows)
@@ -351,6 +400,26 @@ def launch_local(plan: Plan, config: str, overrides: list[str], out: str, n: int
         pumps.append(threading.Thread(target=_pump, args=(p.stdout, run_dir / f"process-{i}.log"), daemon=True))
         pumps[-1].start()
     print(f"[launcher] started {n} processes (coordinator 127.0.0.1:{port}), outputs in {run_dir}", file=sys.stderr)
+    try:
+        return _supervise(procs, pumps, run_dir, n, ds)
+    except Interrupted as exc:
+        for p in procs:  # pass the signal on, then make sure nothing outlives the launcher
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for t in pumps:
+            t.join(timeout=5)
+        atomic_write_text(run_dir / "status", exc.status())
+        raise
+
+
+def _supervise(procs, pumps, run_dir: Path, n: int, ds) -> int:
+    """Wait for the workers; when one fails, give the others time to notice, then kill."""
     failed: list[tuple[int, int]] = []
     deadline = None
     while True:
@@ -392,13 +461,19 @@ def main(argv: list[str] | None = None, *, experiments: str = "experiments") -> 
     prog = f"python -m {experiments}" if argv is not None or sys.argv[0].endswith("__main__.py") else "toolkit-run"
     args = _parser(prog).parse_args(argv)
     try:
-        plan = prepare(args.config, args.overrides, args.out, experiments=experiments)
-        if args.processes is not None and args.processes < 1:
-            raise ConfigError(f"--processes must be a positive int, got {args.processes}")
+        if args.processes is not None and not 1 <= args.processes <= MAX_PROCESSES:
+            raise ConfigError(f"--processes must be between 1 and {MAX_PROCESSES}, got {args.processes}")
+        plan = prepare(args.config, args.overrides, args.out, experiments=experiments,
+                       allow_large_sweep=args.allow_large_sweep)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.processes is not None:
-        return launch_local(plan, args.config, args.overrides, args.out, args.processes, quiet=args.quiet)
-    return execute(plan, quiet=args.quiet, run_dir=args.run_dir)
+    try:
+        with interruptible():
+            if args.processes is not None:
+                return launch_local(plan, args.config, args.overrides, args.out, args.processes, quiet=args.quiet)
+            return execute(plan, quiet=args.quiet, run_dir=args.run_dir)
+    except Interrupted as exc:
+        print(f"interrupted by {exc.name}: the run folder says so; exit {exc.exit_code}", file=sys.stderr)
+        return exc.exit_code
 

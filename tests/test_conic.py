@@ -465,3 +465,27 @@ def test_property_fit_bad_input(n, batch, dtype, bad, method):
     res = jax.jit(lambda p, ww: conic.fit(p, method=method, weights=ww))(pts, w)
     assert np.all(np.isfinite(np.asarray(res.coeffs)))
     assert not bool(np.asarray(res.ok)[(0,) * len(batch)])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shift, scale", [(1e6, 1.0), (0.0, 1e-6), (0.0, 1e6), (1e3, 1.0)])
+def test_translation_and_scale_do_not_matter_or_are_flagged(dtype, shift, scale):
+    """The same ellipse far from the origin or at any scale: the same geometry to the
+    dtype's accuracy, or ok=False where unit-norm coefficients in data coordinates cannot
+    hold the conic; never NaN with ok=True."""
+    t = np.linspace(0, 2 * np.pi, 40, endpoint=False)
+    pts = np.stack([3 * np.cos(t) + 1, 2 * np.sin(t)], -1)
+    res = conic.fit(((pts + shift) * scale).astype(dtype), kind="ellipse")
+    geo = conic.geometry(res.coeffs)
+    # The fit is exact in normalised coordinates; unit-norm coefficients in data
+    # coordinates then carry a relative error of about eps (offset / spread)^2, and the
+    # fit says ok=False once that passes 1e-3 (float32 from offsets of ~100 spreads).
+    loss = np.finfo(dtype).eps * (shift * np.sqrt(2) / np.sqrt(np.mean(np.sum((pts - pts.mean(0)) ** 2, -1)))) ** 2
+    if loss >= 1e-3:
+        assert not bool(res.ok)
+        return
+    assert bool(res.ok)
+    rtol = (1e-6 if dtype == np.float64 else 2e-2) + loss
+    np.testing.assert_allclose(np.asarray(geo.semi_axes, np.float64), np.array([3.0, 2.0]) * scale, rtol=rtol)
+    np.testing.assert_allclose(np.asarray(geo.center, np.float64), (np.array([1.0, 0.0]) + shift) * scale,
+                               rtol=rtol, atol=rtol * scale)

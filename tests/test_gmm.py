@@ -310,3 +310,21 @@ def test_property_fit_bad_input(n, d, dtype, bad, ct):
     g, info = gmm.fit(jax.random.key(0), X, k, covariance_type=ct, sample_weight=w, max_iter=5)
     assert all(np.all(np.isfinite(np.asarray(leaf))) for leaf in jax.tree_util.tree_leaves(g))
     assert np.all(np.isfinite(np.asarray(gmm.log_prob(g, X))))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_translation_and_scale_do_not_matter_or_are_flagged(blobs, dtype):
+    """Shifted by 1e6 or scaled by 1e6: the same fit (lower bound moves by -d log s).
+    Scaled by 1e-6 the absolute reg_covar dominates the covariances: a warning says so."""
+    d = blobs.shape[1]
+    ref = float(gmm.fit(jax.random.key(0), blobs.astype(dtype), 3)[1].lower_bound)
+    tol = 1e-8 if dtype == np.float64 else 5e-3
+    shifted = gmm.fit(jax.random.key(0), (blobs + 1e6).astype(dtype), 3)[1]
+    assert bool(shifted.converged) and float(shifted.lower_bound) == pytest.approx(ref, rel=tol)
+    big = gmm.fit(jax.random.key(0), (blobs * 1e6).astype(dtype), 3)[1]
+    assert float(big.lower_bound) == pytest.approx(ref - d * np.log(1e6), rel=max(tol, 1e-9))
+    with pytest.warns(gmm.RegularizationWarning, match="reg_covar=1e-06 is not small"):
+        g, info = gmm.fit(jax.random.key(0), (blobs * 1e-6).astype(dtype), 3)
+    assert all(np.all(np.isfinite(np.asarray(leaf))) for leaf in jax.tree_util.tree_leaves(g))
+    small = gmm.fit(jax.random.key(0), (blobs * 1e-6).astype(dtype), 3, reg_covar=1e-18)[1]
+    assert float(small.lower_bound) == pytest.approx(ref - d * np.log(1e-6), rel=max(tol, 1e-6))

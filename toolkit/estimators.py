@@ -180,21 +180,24 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             init = self._mixture() if warm else self._user_init(Xj, jax.random.fold_in(key, 1))
             init_name = _INIT_PARAMS[self.init_params] if init is None else init
             n_init = 1 if init is not None else self.n_init
-            if self.max_iter == 0:
-                g = init if init is not None else _gmm.fit(key, Xj, self.n_components, max_iter=1, init=init_name,
-                                                           covariance_type=self.covariance_type,
-                                                           reg_covar=self.reg_covar)[0]
-                converged, n_iter, lb, lbs = False, 0, -np.inf, np.array([])
-            else:
-                g, info = _gmm.fit(key, Xj, self.n_components, covariance_type=self.covariance_type,
-                                   reg_covar=float(self.reg_covar), shrinkage=self.shrinkage, init=init_name,
-                                   n_init=n_init, max_iter=int(self.max_iter), tol=float(self.tol),
-                                   prev_lower_bound=self.lower_bound_ if warm else None)
-                n_iter = int(info.n_iter)
-                converged, lb = bool(info.converged), float(info.lower_bound)
-                lbs = np.asarray(info.history)[:n_iter]
-                if self.verbose:
-                    self._print_progress(np.asarray(info.lower_bounds), lbs, converged, time.perf_counter() - t0)
+            with warnings.catch_warnings():  # scikit-learn has no such warning: stay silent as it is
+                warnings.simplefilter("ignore", _gmm.RegularizationWarning)
+                if self.max_iter == 0:
+                    g = init if init is not None else _gmm.fit(
+                        key, Xj, self.n_components, max_iter=1, init=init_name, covariance_type=self.covariance_type,
+                        reg_covar=self.reg_covar)[0]
+                    converged, n_iter, lb, lbs = False, 0, -np.inf, np.array([])
+                else:
+                    g, info = _gmm.fit(key, Xj, self.n_components, covariance_type=self.covariance_type,
+                                       reg_covar=float(self.reg_covar), shrinkage=self.shrinkage, init=init_name,
+                                       n_init=n_init, max_iter=int(self.max_iter), tol=float(self.tol),
+                                       prev_lower_bound=self.lower_bound_ if warm else None)
+                    n_iter = int(info.n_iter)
+                    converged, lb = bool(info.converged), float(info.lower_bound)
+                    lbs = np.asarray(info.history)[:n_iter]
+                    if self.verbose:
+                        self._print_progress(np.asarray(info.lower_bounds), lbs, converged,
+                                             time.perf_counter() - t0)
             labels = np.asarray(_gmm.predict(g, Xj))
         if self.reg_covar == 0:
             _raise_if_ill_defined(g)

@@ -76,7 +76,11 @@ def _finish_jit(points, weights, st, theta, ok, want, *, residual):
     coeffs = _canonical_sign(_denormalise(theta, st.mean, st.scale))
     proper = (code == ELLIPSE) | (code == HYPERBOLA)
     right = jnp.where(want == 1, code == ELLIPSE, jnp.where(want == 2, code == HYPERBOLA, proper))
-    ok = ok & st.valid & right & jnp.all(jnp.isfinite(coeffs), axis=-1)
+    # Unit-norm coefficients in data coordinates hold the conic only while the offset of
+    # the points is not too large against their spread: the constant term carries
+    # (offset / spread)^2 times the curve's own scale, and loses that much precision.
+    far = jnp.finfo(theta.dtype).eps * jnp.sum(st.mean * st.mean, axis=-1) * st.scale * st.scale
+    ok = ok & st.valid & right & jnp.all(jnp.isfinite(coeffs), axis=-1) & (far < 1e-3)
     return _finite_or_x2(coeffs), code, res, ok
 
 

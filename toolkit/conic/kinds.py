@@ -22,8 +22,11 @@ class ConicFit(NamedTuple):
     kind: ``(...,)`` int code (``ELLIPSE``, ``HYPERBOLA``, ``PARABOLA``, ``DEGENERATE``).
     residual: ``(...,)`` RMS orthogonal (geometric) distance of the points, in data units.
     ok: ``(...,)`` bool; False for degenerate data (collinear / identical / non-finite
-      points) or a conic of the wrong kind, in which case ``coeffs`` are finite but
-      meaningless.
+      points, fewer than 5 distinct weighted points, bad weights) or a conic of the
+      wrong kind, in which case ``coeffs`` are finite but meaningless; also False when
+      the points sit so far from the origin, against their spread, that unit-norm
+      coefficients in data coordinates lose more than 1e-3 relative precision (about
+      ``eps * (offset / spread)^2``: float32 beyond ~100 spreads). Centre the data then.
     """
 
     coeffs: jax.Array

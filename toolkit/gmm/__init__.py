@@ -27,7 +27,7 @@ from .online import fit_online
 from .sharding import shard_rows
 from .sources import NpyBatches
 from .streaming import fit_batches
-from .types import COVARIANCE_TYPES, GMM, INITS, FitInfo
+from .types import COVARIANCE_TYPES, GMM, INITS, FitInfo, RegularizationWarning
 
 __all__ = [
     "GMM",
@@ -51,4 +51,5 @@ __all__ = [
     "NpyBatches",
     "COVARIANCE_TYPES",
     "INITS",
+    "RegularizationWarning",
 ]

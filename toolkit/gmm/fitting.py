@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any
 
 import jax
@@ -12,7 +13,7 @@ from .._checks import as_float_array, check_real, check_weights
 from .._xla import tuned_jit
 from .em import _em, _m_step, _small
 from .init import _init_resp
-from .types import FitInfo, _check_X, _check_finite_rows, _check_fit_options
+from .types import FitInfo, RegularizationWarning, _check_X, _check_finite_rows, _check_fit_options
 
 
 # ----------------------------------------------------------------------------- fit
@@ -124,6 +125,18 @@ def fit(key, X, n_components: int, *, covariance_type: str = "full", reg_covar: 
     args = (X, sw, gmm_init, jnp.asarray(reg_covar, X.dtype), jnp.asarray(tol, X.dtype), int(n_components),
             covariance_type, shrinkage, init if gmm_init is None else "warm", int(max_iter),
             jnp.asarray(-np.inf if prev_lower_bound is None else prev_lower_bound, X.dtype))
+    variance = None if isinstance(X, jax.core.Tracer) or reg_covar == 0 else _mean_variance(X, sw)
     first, center, data_ok = run(keys[:1], *args, False)
     rest = run(keys[1:], *args, True)[0] if n_init > 1 else None
+    if variance is not None and reg_covar > 0.1 * float(variance):  # read after dispatching the fit
+        warnings.warn(f"gmm.fit: reg_covar={reg_covar:g} is not small against the data's mean variance "
+                      f"{float(variance):.3g}: the covariances will be mostly regularisation; rescale the data "
+                      f"or lower reg_covar", RegularizationWarning, stacklevel=2)
     return _pick(first, rest, center, data_ok)
+
+
+@jax.jit
+def _mean_variance(X, sw):
+    """Mean over the features of the weighted variance of ``X (n, d)``."""
+    mean = sw @ X / jnp.sum(sw)
+    return jnp.mean(sw @ ((X - mean) ** 2)) / jnp.sum(sw)

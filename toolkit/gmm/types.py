@@ -64,6 +64,12 @@ class FitInfo(NamedTuple):
     rank_deficient: jax.Array
 
 
+class RegularizationWarning(UserWarning):
+    """``reg_covar`` is not small against the data's variance, so the fitted covariances
+    are mostly regularisation (``reg_covar`` is absolute, as in scikit-learn: rescale the
+    data or lower it)."""
+
+
 # ----------------------------------------------------------------------------- validation
 
 

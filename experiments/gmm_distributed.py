@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 from toolkit import gmm
+from toolkit.runner import require
 from toolkit._synthetic import mixture_data
 
 
@@ -38,6 +39,9 @@ class Params:
     seed: int = 0
     repeat: int = 2  # timed runs after the first (compiling) one
     die_process: int = -1  # for fault tests: this process kills itself (SIGKILL) once the job has started
+
+    def __post_init__(self):
+        require(self, positive=("n", "d", "k", "batch_size", "max_iter"), non_negative=("tol", "repeat"))
 
 
 def _data(p: Params) -> np.ndarray:

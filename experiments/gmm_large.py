@@ -11,6 +11,7 @@ import jax
 import numpy as np
 
 from toolkit import gmm
+from toolkit.runner import require
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +26,9 @@ class Params:
     tol: float = 1e-6
     seed: int = 0
     keep_data: bool = False  # the .npy is deleted after the fit unless this is true
+
+    def __post_init__(self):
+        require(self, positive=("n", "d", "k", "batch_size", "write_chunk", "max_iter"), non_negative=("tol",))
 
 
 def _peak_rss_bytes() -> int:

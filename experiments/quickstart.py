@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from toolkit.runner import output_file
+from toolkit.runner import output_file, require
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,6 +17,9 @@ class So3Part:
     noise: float = 0.01
     v_true: tuple[float, float, float] = (0.3, -0.2, 0.1)
 
+    def __post_init__(self):
+        require(self, positive=("n_points",), non_negative=("noise",))
+
 
 @dataclasses.dataclass(frozen=True)
 class GmmPart:
@@ -25,6 +28,9 @@ class GmmPart:
     n_components: int = 4
     reg_covar: float = 1e-6
 
+    def __post_init__(self):
+        require(self, positive=("n_points", "n_components"), non_negative=("reg_covar",))
+
 
 @dataclasses.dataclass(frozen=True)
 class ConicPart:
@@ -32,6 +38,9 @@ class ConicPart:
     n_points: int = 60
     noise: float = 0.01
     arc_degrees: float = 120.0
+
+    def __post_init__(self):
+        require(self, positive=("n_points", "arc_degrees"), non_negative=("noise",))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -101,6 +101,8 @@ def test_run_writes_resolved_config_metrics_log_status_and_plot(workdir):
         ("experiment: selftest\n", ["--out", "/"], "outside the current directory"),
         ("experiment: selftest\n", ["--out", "exp.yaml"], "is an existing file, not a folder"),
         ("experiment: selftest\n", ["n=-3"], "n must be >= 0, got -3"),
+        ("experiment: quickstart\n", ["gmm.n_components=0"], "gmm.n_components must be > 0, got 0"),
+        ("experiment: quickstart\n", ["conic.noise=-1"], "conic.noise must be >= 0, got -1"),
         ("experiment: selftest\n", ["n=" + ",".join(map(str, range(1001)))], "more than the cap of 1000"),
         ("experiment: selftest\nsweep:\n  n: [" + ", ".join(map(str, range(40))) + "]\n  mode: [sum, mean]\n"
          "  fail: [true, false]\n  plot: [true, false]\n  inner.scale: [1, 2, 3, 4]\n", [],

@@ -5,8 +5,8 @@ It runs the experiments of a package that maps names to modules in ``EXPERIMENTS
 """
 from __future__ import annotations
 
-from .config import ConfigError, output_file
+from .config import ConfigError, output_file, require
 from .context import RunContext
 from .launch import Plan, main, prepare
 
-__all__ = ["main", "prepare", "Plan", "RunContext", "ConfigError", "output_file"]
+__all__ = ["main", "prepare", "Plan", "RunContext", "ConfigError", "output_file", "require"]

@@ -28,6 +28,7 @@ __all__ = [
     "apply_override",
     "expand_sweep",
     "build_params",
+    "require",
 ]
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -301,20 +302,31 @@ def _build(cls: type, data: Any, where: str = "") -> Any:
         if f.metadata.get("output_file") and isinstance(value, str):
             _check_output_file(value, path)
         kwargs[name] = value
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except ValueError as exc:  # the dataclass's own checks of values (__post_init__)
+        raise ConfigError(f"{where}.{exc}" if where else str(exc)) from None
+
+
+def require(params: Any, *, positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = ()) -> None:
+    """For an experiment's ``Params.__post_init__``: ValueError (a config error, before
+    the run starts) unless the named fields are > 0 / >= 0."""
+    for names, ok, what in ((positive, lambda v: v > 0, "> 0"), (non_negative, lambda v: v >= 0, ">= 0")):
+        for name in names:
+            value = getattr(params, name)
+            if not ok(value):
+                raise ValueError(f"{name} must be {what}, got {value!r}")
 
 
 def build_params(cls: type, data: dict[str, Any]) -> Any:
     """Build the experiment's parameter dataclass from config data, checking every key.
 
-    A ``ValueError`` from the dataclass itself (its ``__post_init__`` checks of values)
-    becomes a :class:`ConfigError`, so bad values stop the run before it starts."""
-    try:
-        return _build(cls, data)
-    except ConfigError:
-        raise
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    A ``ValueError`` from the dataclass itself (its ``__post_init__`` checks of values,
+    see :func:`require`) becomes a :class:`ConfigError`, so bad values stop the run
+    before it starts."""
+    return _build(cls, data)
 
 
 def build_settings(data: dict[str, Any], default_name: str) -> RunnerSettings:

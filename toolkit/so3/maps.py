@@ -172,7 +172,9 @@ def _quat_log(q):
     # exact near pi where w -> 0 (no clamp, no lost radial derivative).
     small = s2 < _switch(q.dtype) * 1e-2
     s = jnp.sqrt(jnp.where(small, 1.0, s2))
-    w_safe = jnp.where(small, jnp.where(w == 0, 1.0, w), w)
+    # The unused branch must stay finite too, or its NaN leaks into reverse-mode
+    # gradients through the where: away from the series w can be 0 (exactly pi).
+    w_safe = jnp.where(small & (w != 0), w, 1.0)
     t2 = s2 / (w_safe * w_safe)
     series = (2.0 / w_safe) * _poly(t2, (1.0, -1 / 3, 1 / 5, -1 / 7, 1 / 9))
     scale = jnp.where(small, series, 2.0 * jnp.arctan2(s, w) / s)

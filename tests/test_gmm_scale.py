@@ -161,3 +161,12 @@ def test_fit_batches_on_float64_without_x64_warns_nothing():
                          env={**os.environ, "JAX_ENABLE_X64": "0"})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "float32"
+
+
+def test_fit_batches_progress_bar(capsys):
+    X = np.random.default_rng(0).normal(size=(400, 2))
+    gmm.fit_batches(jax.random.key(0), X, 2, max_iter=3, batch_size=100, progress=True)
+    err = capsys.readouterr().err
+    assert "gmm.fit_batches: EM passes" in err and "lower_bound=" in err
+    gmm.fit_batches(jax.random.key(0), X, 2, max_iter=3, batch_size=100)  # not a terminal: silent
+    assert "EM passes" not in capsys.readouterr().err

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import sys
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 from .._checks import check_positive_int, result_dtype
 from .covariance import COVARIANCE, _Stats, _needs_fourth_moment, _params_from_stats, _rank_deficient
@@ -195,7 +197,7 @@ def _scan(src, key, *, reservoir_size, mesh):
 def fit_batches(key, batches, n_components: int, *, covariance_type: str = "full", reg_covar: float = 1e-6,
                 shrinkage=None, init: Any = "kmeans++", n_init: int = 1, max_iter: int = 100, tol: float = 1e-3,
                 batch_size: int | None = None, init_size: int = 100_000, dtype=None, mesh=None,
-                callback: Callable[[int, float], Any] | None = None):
+                callback: Callable[[int, float], Any] | None = None, progress: bool | None = None):
     """Streaming (out-of-core) EM: one pass over the batches per iteration.
 
     Each pass sums the EM statistics batch by batch in one jitted step (every batch is
@@ -227,8 +229,9 @@ def fit_batches(key, batches, n_components: int, *, covariance_type: str = "full
       dtype: computation dtype (default: the data's float dtype).
       mesh: optional ``jax.sharding.Mesh``: each batch is also sharded over its devices
         (``batch_size`` must then divide by the device count).
-      callback: called after every pass with ``(iteration, best lower bound)``, e.g. to
-        drive a progress bar.
+      callback: called after every pass with ``(iteration, best lower bound)``.
+      progress: a tqdm bar over the EM passes on stderr (with the lower bound); default
+        None shows it only when stderr is a terminal.
     Returns:
       ``(GMM, FitInfo)`` as :func:`toolkit.gmm.fit`.
     Raises:
@@ -313,14 +316,22 @@ def fit_batches(key, batches, n_components: int, *, covariance_type: str = "full
     state = (gs, st0, jnp.full(R, -jnp.inf, dt), jnp.zeros(R, jnp.int32), jnp.full((R, int(max_iter)), jnp.nan, dt),
              jnp.ones(R, bool), jnp.zeros(R, bool))
     tol_ = jnp.asarray(tol, dt)
-    for it in range(int(max_iter)):
-        ll, st = run_pass(_em_batch_step, state[0], _kahan_zeros((jnp.zeros(R, dt), st0)),
-                          lambda ch: (center, covariance_type, shrinkage, fast))
-        state = _em_update(state, _params(st, rc, covariance_type, shrinkage), st, ll, wtot, tol_)
-        if callback is not None:
-            callback(it + 1, float(jnp.max(state[2])))
-        if not bool(jnp.any(state[5])):
-            break
+    # progress=None: a bar only when stderr is a terminal (tqdm's own test)
+    bar = tqdm(total=int(max_iter), desc="gmm.fit_batches: EM passes", unit="pass", leave=False,
+               disable=None if progress is None else not progress, file=sys.stderr)
+    with bar:
+        for it in range(int(max_iter)):
+            ll, st = run_pass(_em_batch_step, state[0], _kahan_zeros((jnp.zeros(R, dt), st0)),
+                              lambda ch: (center, covariance_type, shrinkage, fast))
+            state = _em_update(state, _params(st, rc, covariance_type, shrinkage), st, ll, wtot, tol_)
+            best = float(jnp.max(state[2])) if callback is not None or not bar.disable else None
+            bar.update(1)
+            if not bar.disable:
+                bar.set_postfix(lower_bound=f"{best:.6g}")
+            if callback is not None:
+                callback(it + 1, best)
+            if not bool(jnp.any(state[5])):
+                break
     gs, st_last, lbs, its, hist, _, convs = state
     hist = jnp.where(jnp.arange(hist.shape[1])[None] >= its[:, None], lbs[:, None], hist)
     deficient = jax.vmap(lambda s: _rank_deficient(s, covariance_type))(st_last)

@@ -33,10 +33,11 @@ def enable_compilation_cache(path: str | os.PathLike | None = None, *, min_compi
     Returns:
       The cache folder (created if missing).
 
-    Example:
-      >>> import tempfile, toolkit
-      >>> toolkit.enable_compilation_cache(tempfile.mkdtemp()).is_dir()
-      True
+    Example (it changes JAX's global configuration, so it is not run as a doctest; the
+    test suite runs it in a subprocess):
+      >>> import toolkit
+      >>> toolkit.enable_compilation_cache()  # doctest: +SKIP
+      PosixPath('/home/me/.cache/toolkit-jax')
     """
     folder = Path(path) if path is not None else default_cache_dir()
     folder = folder.expanduser()

@@ -101,8 +101,9 @@ def check_real(value: Any, name: str, where: str, *, low: float | None = 0.0, lo
 
 def check_weights(w: Any, name: str, where: str, *, axis=-1) -> None:
     """For concrete weights: ValueError unless all are finite and >= 0 and each set (along
-    ``axis``) has a positive total. Traced weights are left to the caller's ``ok`` flag."""
-    if not is_concrete(w):
+    ``axis``) has a positive total. Traced weights, and arrays spread over several
+    processes (which no single process can read), are left to the caller's ``ok`` flag."""
+    if not is_concrete(w) or not getattr(w, "is_fully_addressable", True):
         return
     a = np.asarray(w)
     if a.size == 0:

@@ -125,7 +125,10 @@ def fit(key, X, n_components: int, *, covariance_type: str = "full", reg_covar: 
     args = (X, sw, gmm_init, jnp.asarray(reg_covar, X.dtype), jnp.asarray(tol, X.dtype), int(n_components),
             covariance_type, shrinkage, init if gmm_init is None else "warm", int(max_iter),
             jnp.asarray(-np.inf if prev_lower_bound is None else prev_lower_bound, X.dtype))
-    variance = None if isinstance(X, jax.core.Tracer) or reg_covar == 0 else _mean_variance(X, sw)
+    # the warning needs the value on this host: skipped under jit and for arrays spread over
+    # several processes (whose values no single process can read)
+    local = not isinstance(X, jax.core.Tracer) and getattr(X, "is_fully_addressable", True)
+    variance = _mean_variance(X, sw) if local and reg_covar > 0 else None
     first, center, data_ok = run(keys[:1], *args, False)
     rest = run(keys[1:], *args, True)[0] if n_init > 1 else None
     if variance is not None and reg_covar > 0.1 * float(variance):  # read after dispatching the fit

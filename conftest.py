@@ -1,16 +1,9 @@
 """Root pytest configuration, for the tests and the docstring examples alike: float64 on,
-CPU only, and the names docstring examples use.
-
-JAX's persistent compilation cache is off in the tests unless TOOLKIT_JAX_CACHE=1: with
-jaxlib 0.12 on CPU, writing an executable to the cache (``executable.serialize()``)
-segfaulted the pytest process twice, reproducibly at the same test late in a full cold
-run and never in isolation. The variable also reaches the runner and the subprocesses
-the tests start, so none of them writes to the cache either.
-"""
+CPU only, JAX's persistent compilation cache (TOOLKIT_JAX_CACHE=0 turns it off), and the
+names docstring examples use."""
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-os.environ.setdefault("TOOLKIT_JAX_CACHE", "0")
 
 import jax  # noqa: E402
 
@@ -22,7 +15,8 @@ import pytest  # noqa: E402
 
 import toolkit  # noqa: E402
 
-if os.environ["TOOLKIT_JAX_CACHE"] != "0":  # opt in: reruns then start fast
+# Compilation dominates a cold test run; the persistent cache makes reruns fast.
+if os.environ.get("TOOLKIT_JAX_CACHE", "1") != "0":
     toolkit.enable_compilation_cache()
 
 

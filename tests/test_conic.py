@@ -429,8 +429,8 @@ def test_bad_weights_raise_or_flag(w, msg):
         assert not bool(jax.jit(lambda p, ww: conic.fit(p, method=method, weights=ww).ok)(pts, weights))
 
 
-@settings(max_examples=30, deadline=None)
-@given(n=st.integers(5, 30), batch=st.sampled_from([(), (3,)]), dtype=st.sampled_from([np.float32, np.float64]),
+@settings(max_examples=15, deadline=None)
+@given(n=st.sampled_from([6, 12, 30]), batch=st.sampled_from([(), (3,)]), dtype=st.sampled_from([np.float32, np.float64]),
        bad=st.sampled_from(["none", "nan_p", "inf_p", "neg_w", "nan_w", "zero_w", "few"]),
        method=st.sampled_from(conic.METHODS))
 def test_property_fit_bad_input(n, batch, dtype, bad, method):

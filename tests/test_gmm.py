@@ -278,8 +278,8 @@ def test_more_restarts_reproduce_restart_zero_bit_for_bit(blobs, seed):
     assert float(many.lower_bound) >= float(one.lower_bound)
 
 
-@settings(max_examples=25, deadline=None)
-@given(n=st.integers(3, 40), d=st.integers(1, 3), dtype=st.sampled_from(["float32", "float64"]),
+@settings(max_examples=12, deadline=None)
+@given(n=st.sampled_from([6, 30]), d=st.sampled_from([1, 3]), dtype=st.sampled_from(["float32", "float64"]),
        bad=st.sampled_from(["none", "nan_x", "inf_x", "neg_w", "nan_w", "zero_w"]), ct=st.sampled_from(COV_TYPES))
 def test_property_fit_bad_input(n, d, dtype, bad, ct):
     """Random shapes, dtypes, NaN/inf positions and weights: a ValueError naming the

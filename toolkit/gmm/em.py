@@ -177,11 +177,15 @@ def _em_step(g, X, sw, F, reg_covar, covariance_type, shrinkage, small=False):
 # ----------------------------------------------------------------------------- public API
 
 
+_e_step_jit = jax.jit(_e_step)
+_m_step_jit = jax.jit(_m_step, static_argnums=(3, 4))
+
+
 def e_step(gmm: GMM, X, sample_weight=None):
     """E-step: ``(mean log-likelihood, log_resp (n, k))``."""
     X = _check_gmm_X(gmm, X, "gmm.e_step")
     sw = jnp.ones(X.shape[0], X.dtype) if sample_weight is None else jnp.asarray(sample_weight, X.dtype)
-    return jax.jit(_e_step)(gmm, X, sw)
+    return _e_step_jit(gmm, X, sw)
 
 
 def m_step(X, log_resp, *, covariance_type: str = "full", reg_covar: float = 1e-6, shrinkage=None,
@@ -193,7 +197,7 @@ def m_step(X, log_resp, *, covariance_type: str = "full", reg_covar: float = 1e-
     resp = jnp.exp(jnp.asarray(log_resp, X.dtype))
     if sample_weight is not None:
         resp = resp * jnp.asarray(sample_weight, X.dtype)[:, None]
-    return jax.jit(_m_step, static_argnums=(3, 4))(X, resp, reg_covar, covariance_type, shrinkage)
+    return _m_step_jit(X, resp, reg_covar, covariance_type, shrinkage)
 
 
 def _em(gmm0, X, sw, reg_covar, tol, covariance_type, shrinkage, max_iter, lb0):

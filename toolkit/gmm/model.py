@@ -21,10 +21,26 @@ def from_covariances(weights, means, covariances, covariance_type: str = "full")
     return GMM(w, means, cov, _chol_precision(cov, covariance_type), covariance_type)
 
 
+# Built once here: a jax.jit made inside each call would compile on every call.
+@jax.jit
+def _log_prob(g, X):
+    return logsumexp(_weighted_log_prob(g, X), axis=1)
+
+
+@jax.jit
+def _predict_proba(g, X):
+    return jax.nn.softmax(_weighted_log_prob(g, X), axis=1)
+
+
+@jax.jit
+def _predict(g, X):
+    return jnp.argmax(_weighted_log_prob(g, X), axis=1)
+
+
 def log_prob(gmm: GMM, X):
     """Log density of the mixture at each point: ``(n,)``."""
     X = _check_gmm_X(gmm, X, "gmm.log_prob")
-    return jax.jit(lambda g, X: logsumexp(_weighted_log_prob(g, X), axis=1))(gmm, X)
+    return _log_prob(gmm, X)
 
 
 def score(gmm: GMM, X):
@@ -35,13 +51,13 @@ def score(gmm: GMM, X):
 def predict_proba(gmm: GMM, X):
     """Posterior component probabilities ``(n, k)``."""
     X = _check_gmm_X(gmm, X, "gmm.predict_proba")
-    return jax.jit(lambda g, X: jax.nn.softmax(_weighted_log_prob(g, X), axis=1))(gmm, X)
+    return _predict_proba(gmm, X)
 
 
 def predict(gmm: GMM, X):
     """Most probable component per point ``(n,)``."""
     X = _check_gmm_X(gmm, X, "gmm.predict")
-    return jax.jit(lambda g, X: jnp.argmax(_weighted_log_prob(g, X), axis=1))(gmm, X)
+    return _predict(gmm, X)
 
 
 def _full_cov(gmm):

@@ -7,6 +7,7 @@ numerical code reports such problems in its results instead.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import jax
@@ -84,8 +85,6 @@ def check_real(value: Any, name: str, where: str, *, low: float | None = 0.0, lo
                high: float | None = None) -> float:
     """Require a finite real number (not a bool) in ``[low, high]`` (``(low, ...`` when
     ``low_open``); returns it as a float."""
-    import math
-
     ok = (not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
           and math.isfinite(float(value)))
     if ok:

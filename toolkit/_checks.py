@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["as_float_array", "check_trailing", "is_concrete", "check_finite", "check_choice", "result_dtype",
-           "check_positive_int", "check_real", "check_weights", "scoped_x64"]
+           "check_positive_int", "check_real", "check_weights", "is_readable", "scoped_x64"]
 
 
 def result_dtype(*dtypes) -> jnp.dtype:
@@ -56,6 +56,12 @@ def check_trailing(arr: jax.Array, tail: Sequence[int | None], name: str, where:
 def is_concrete(x: Any) -> bool:
     """True when ``x`` holds actual values (not a tracer inside jit/vmap/grad)."""
     return not isinstance(x, jax.core.Tracer)
+
+
+def is_readable(x: Any) -> bool:
+    """True when this process can read ``x``'s values: concrete (not traced) and not
+    spread over devices of other processes (a multi-process ``jax.Array``)."""
+    return is_concrete(x) and getattr(x, "is_fully_addressable", True)
 
 
 def check_finite(arr: Any, name: str, where: str) -> None:
@@ -102,7 +108,7 @@ def check_weights(w: Any, name: str, where: str, *, axis=-1) -> None:
     """For concrete weights: ValueError unless all are finite and >= 0 and each set (along
     ``axis``) has a positive total. Traced weights, and arrays spread over several
     processes (which no single process can read), are left to the caller's ``ok`` flag."""
-    if not is_concrete(w) or not getattr(w, "is_fully_addressable", True):
+    if not is_readable(w):
         return
     a = np.asarray(w)
     if a.size == 0:

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._checks import as_float_array, check_real, check_weights
+from .._checks import as_float_array, check_real, check_weights, is_readable
 from .._xla import tuned_jit
 from .em import _em, _m_step, _small
 from .init import _init_resp
@@ -127,8 +127,7 @@ def fit(key, X, n_components: int, *, covariance_type: str = "full", reg_covar: 
             jnp.asarray(-np.inf if prev_lower_bound is None else prev_lower_bound, X.dtype))
     # the warning needs the value on this host: skipped under jit and for arrays spread over
     # several processes (whose values no single process can read)
-    local = not isinstance(X, jax.core.Tracer) and getattr(X, "is_fully_addressable", True)
-    variance = _mean_variance(X, sw) if local and reg_covar > 0 else None
+    variance = _mean_variance(X, sw) if is_readable(X) and reg_covar > 0 else None
     first, center, data_ok = run(keys[:1], *args, False)
     rest = run(keys[1:], *args, True)[0] if n_init > 1 else None
     if variance is not None and reg_covar > 0.1 * float(variance):  # read after dispatching the fit

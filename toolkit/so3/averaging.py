@@ -38,7 +38,7 @@ def mean(Rs, weights=None, *, method: str = "chordal", max_iter: int = 50, tol: 
     check_choice(method, _MEANS, "method", where)
     if Rs.shape[-3] == 0:
         raise ValueError(f"{where}: Rs holds no rotations (shape {tuple(Rs.shape)}); the mean of none is undefined")
-    w = _weights(weights, Rs, where, name="Rs")
+    w = _weights(weights, Rs, where, name="Rs", item_ndim=2)
     tol = tol if tol is not None else (1e-12 if Rs.dtype == jnp.float64 else 1e-6)
     return _mean(Rs, w, jnp.asarray(tol, Rs.dtype), method, max_iter)
 

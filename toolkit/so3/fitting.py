@@ -38,11 +38,11 @@ def _check_batch(where, **shapes):
         raise ValueError(f"{where}: batch shapes do not broadcast: {got}") from None
 
 
-def _weights(weights, P, where, name="P"):
-    """Weights ``(..., N)`` for points or rotations ``P (..., N, ...)``: default ones;
-    concrete ones must be finite, non-negative and not all zero in any set."""
-    n_axes = 1 if name == "P" else 2  # trailing axes of one point (3,) or rotation (3, 3)
-    lead = P.shape[:P.ndim - n_axes]
+def _weights(weights, P, where, *, name="P", item_ndim=1):
+    """Weights ``(..., N)`` for ``P (..., N, *item)`` with ``item_ndim`` trailing axes per
+    item (a point: 1, a rotation matrix: 2): default ones; concrete ones must be finite,
+    non-negative and not all zero in any set."""
+    lead = P.shape[:P.ndim - item_ndim]
     if weights is None:
         return jnp.ones(lead, P.dtype)
     w = as_float_array(weights, "weights", where, dtype=P.dtype)

@@ -32,6 +32,9 @@ def as_float_array(x: Any, name: str, where: str, dtype=None) -> jax.Array:
     """Convert ``x`` to a floating JAX array (ints promote to the default float dtype)."""
     if isinstance(x, jax.Array) and x.dtype in (jnp.float32, jnp.float64) and (dtype is None or x.dtype == dtype):
         return x  # the common case, without the generic checks' Python overhead
+    if not isinstance(x, jax.Array):
+        # converted on the host: jnp's astype would compile once per new shape
+        return jax.device_put(_host_float_array(x, name, where, dtype))
     try:
         arr = jnp.asarray(x)
     except TypeError as exc:
@@ -43,6 +46,20 @@ def as_float_array(x: Any, name: str, where: str, dtype=None) -> jax.Array:
         raise TypeError(f"{where}: argument {name!r} must be numeric, got dtype {arr.dtype}")
     target = dtype if dtype is not None else result_dtype(arr.dtype)
     return arr.astype(target) if arr.dtype != target else arr
+
+
+def _host_float_array(x: Any, name: str, where: str, dtype=None) -> np.ndarray:
+    """:func:`as_float_array`'s checks and conversion on a host (numpy) array."""
+    try:
+        arr = np.asarray(x)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{where}: argument {name!r} must be an array of numbers, got {type(x).__name__}") from exc
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise TypeError(f"{where}: argument {name!r} must be real, got dtype {arr.dtype}")
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
+        raise TypeError(f"{where}: argument {name!r} must be numeric, got dtype {arr.dtype}")
+    target = np.dtype(dtype if dtype is not None else result_dtype(jax.dtypes.canonicalize_dtype(arr.dtype)))
+    return arr.astype(target, copy=False)
 
 
 def check_trailing(arr: jax.Array, tail: Sequence[int | None], name: str, where: str) -> None:

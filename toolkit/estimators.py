@@ -174,7 +174,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         rng = check_random_state(self.random_state)
         t0 = time.perf_counter()
         with scoped_x64():
-            Xj = jnp.asarray(X, jnp.float64)
+            Xj = jax.device_put(np.asarray(X, np.float64))  # jnp.asarray would compile a copy per shape
             key = jax.random.key(int(rng.randint(np.iinfo(np.int32).max)))
             warm = self.warm_start and hasattr(self, "_gmm")
             init = self._mixture() if warm else self._user_init(Xj, jax.random.fold_in(key, 1))
@@ -198,13 +198,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                     if self.verbose:
                         self._print_progress(np.asarray(info.lower_bounds), lbs, converged,
                                              time.perf_counter() - t0)
-            labels = np.asarray(_gmm.predict(g, Xj))
         if self.reg_covar == 0:
             _raise_if_ill_defined(g)
         if not converged and self.max_iter > 0:
             warnings.warn("Best performing initialization did not converge. Try different init parameters, "
                           "or increase max_iter, tol, or check for degenerate data.", ConvergenceWarning)
         self._set(g)
+        with scoped_x64():  # the fitted mixture as predict() passes it, so both share one executable
+            labels = np.asarray(_gmm.predict(self._mixture(), Xj))
         self.converged_, self.n_iter_, self.lower_bound_, self.lower_bounds_ = converged, n_iter, lb, lbs
         return labels
 
@@ -243,7 +244,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def _data(self, X):
         """``(fitted mixture, validated X)``; NotFittedError before ``fit``."""
         check_is_fitted(self)
-        return self._mixture(), jnp.asarray(self._validate(X, reset=False), jnp.float64)
+        return self._mixture(), jax.device_put(np.asarray(self._validate(X, reset=False), np.float64))
 
     def _mixture(self):
         """The fitted mixture as float64 JAX arrays (call inside ``scoped_x64``)."""

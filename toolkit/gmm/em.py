@@ -9,7 +9,8 @@ import numpy as np
 from jax import lax
 from jax.scipy.special import logsumexp
 
-from .._checks import check_choice
+from .._buckets import pad_to, unpad
+from .._checks import as_float_array, check_choice
 from .._xla import row_sums
 from .covariance import COVARIANCE, _Stats, _log_det_chol, _log_gaussian, _needs_fourth_moment, _params_from_stats, _rank_deficient
 from .types import COVARIANCE_TYPES, GMM, _check_X, _check_gmm_X, _check_shrinkage
@@ -100,7 +101,7 @@ def _e_step(gmm, X, sw):
     wlp = _weighted_log_prob(gmm, X)
     norm = logsumexp(wlp, axis=1)
     log_resp = wlp - norm[:, None]
-    return jnp.sum(sw * norm) / jnp.sum(sw), log_resp
+    return jnp.sum(jnp.where(sw > 0, sw * norm, 0.0)) / jnp.sum(sw), log_resp
 
 
 def _resp_from_log(wlp, sw):
@@ -183,9 +184,13 @@ _m_step_jit = jax.jit(_m_step, static_argnums=(3, 4))
 
 def e_step(gmm: GMM, X, sample_weight=None):
     """E-step: ``(mean log-likelihood, log_resp (n, k))``."""
-    X = _check_gmm_X(gmm, X, "gmm.e_step")
-    sw = jnp.ones(X.shape[0], X.dtype) if sample_weight is None else jnp.asarray(sample_weight, X.dtype)
-    return _e_step_jit(gmm, X, sw)
+    X, n = _check_gmm_X(gmm, X, "gmm.e_step")
+    sw = np.ones(n, X.dtype) if sample_weight is None else as_float_array(sample_weight, "sample_weight",
+                                                                          "gmm.e_step", dtype=X.dtype)
+    if sw.shape != (n,):
+        raise ValueError(f"gmm.e_step: sample_weight must have shape ({n},), got {tuple(sw.shape)}")
+    mean_ll, log_resp = _e_step_jit(gmm, X, pad_to(sw, X.shape[0]))  # padding rows weigh nothing
+    return mean_ll, unpad(log_resp, n)
 
 
 def m_step(X, log_resp, *, covariance_type: str = "full", reg_covar: float = 1e-6, shrinkage=None,

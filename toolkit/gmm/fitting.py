@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._buckets import pad_to, padded_size
 from .._checks import as_float_array, check_real, check_weights, is_readable
 from .._xla import tuned_jit
 from .em import _em, _m_step, _small
@@ -108,15 +109,19 @@ def fit(key, X, n_components: int, *, covariance_type: str = "full", reg_covar: 
                                              shrinkage, init, n_init, max_iter)
     if n < n_components:
         raise ValueError(f"{where}: n_samples={n} should be >= n_components={n_components}")
-    _check_finite_rows(X, where, "X")
     check_real(tol, "tol", where)
     if sample_weight is None:
-        sw = jnp.ones(n, X.dtype)
+        sw = np.ones(n, X.dtype)
     else:
         sw = as_float_array(sample_weight, "sample_weight", where, dtype=X.dtype)
         if sw.shape != (n,):
             raise ValueError(f"{where}: sample_weight must have shape ({n},), got {tuple(sw.shape)}")
         check_weights(sw, "sample_weight", where)
+    # Rows padded to the size bucket, with zero weight: every count in a bucket runs one
+    # executable, and zero-weight rows change no sum, draw or flag of EM.
+    m = padded_size(X)
+    X, sw = pad_to(X, m), pad_to(sw, m)
+    _check_finite_rows(X, where, "X", n=n)
     # Restart i's key does not depend on n_init, and restart 0 runs as its own unbatched
     # executable whatever n_init is, so it reproduces the n_init=1 fit bit for bit (a
     # vmapped copy may reduce in another order): more restarts never give a lower bound.

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
+from .._buckets import unpad
 from .._checks import as_float_array, check_choice
 from .covariance import COVARIANCE, _chol_precision
 from .em import _weighted_log_prob
@@ -21,7 +22,9 @@ def from_covariances(weights, means, covariances, covariance_type: str = "full")
     return GMM(w, means, cov, _chol_precision(cov, covariance_type), covariance_type)
 
 
-# Built once here: a jax.jit made inside each call would compile on every call.
+# Built once here: a jax.jit made inside each call would compile on every call. X arrives
+# padded to its size bucket (zero rows), so a new row count reuses these executables;
+# the padding rows' results are sliced off, or masked out of sums by the row count n.
 @jax.jit
 def _log_prob(g, X):
     return logsumexp(_weighted_log_prob(g, X), axis=1)
@@ -37,27 +40,35 @@ def _predict(g, X):
     return jnp.argmax(_weighted_log_prob(g, X), axis=1)
 
 
+@jax.jit
+def _score(g, X, n):
+    """Mean log density over the first ``n`` rows (``n`` traced: one executable per bucket)."""
+    lp = logsumexp(_weighted_log_prob(g, X), axis=1)
+    return jnp.sum(jnp.where(jnp.arange(X.shape[0]) < n, lp, 0.0)) / n
+
+
 def log_prob(gmm: GMM, X):
     """Log density of the mixture at each point: ``(n,)``."""
-    X = _check_gmm_X(gmm, X, "gmm.log_prob")
-    return _log_prob(gmm, X)
+    X, n = _check_gmm_X(gmm, X, "gmm.log_prob")
+    return unpad(_log_prob(gmm, X), n)
 
 
 def score(gmm: GMM, X):
     """Mean log-likelihood per sample (scikit-learn's ``score``)."""
-    return jnp.mean(log_prob(gmm, X))
+    X, n = _check_gmm_X(gmm, X, "gmm.score")
+    return _score(gmm, X, n)
 
 
 def predict_proba(gmm: GMM, X):
     """Posterior component probabilities ``(n, k)``."""
-    X = _check_gmm_X(gmm, X, "gmm.predict_proba")
-    return _predict_proba(gmm, X)
+    X, n = _check_gmm_X(gmm, X, "gmm.predict_proba")
+    return unpad(_predict_proba(gmm, X), n)
 
 
 def predict(gmm: GMM, X):
     """Most probable component per point ``(n,)``."""
-    X = _check_gmm_X(gmm, X, "gmm.predict")
-    return _predict(gmm, X)
+    X, n = _check_gmm_X(gmm, X, "gmm.predict")
+    return unpad(_predict(gmm, X), n)
 
 
 def _full_cov(gmm):
@@ -86,11 +97,11 @@ def n_parameters(gmm: GMM) -> int:
 
 def bic(gmm: GMM, X):
     """Bayesian information criterion (lower is better)."""
-    X = _check_gmm_X(gmm, X, "gmm.bic")
-    return -2 * score(gmm, X) * X.shape[0] + n_parameters(gmm) * np.log(X.shape[0])
+    X, n = _check_gmm_X(gmm, X, "gmm.bic")
+    return -2 * _score(gmm, X, n) * n + n_parameters(gmm) * np.log(n)
 
 
 def aic(gmm: GMM, X):
     """Akaike information criterion (lower is better)."""
-    X = _check_gmm_X(gmm, X, "gmm.aic")
-    return -2 * score(gmm, X) * X.shape[0] + 2 * n_parameters(gmm)
+    X, n = _check_gmm_X(gmm, X, "gmm.aic")
+    return -2 * _score(gmm, X, n) * n + 2 * n_parameters(gmm)

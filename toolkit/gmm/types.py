@@ -8,6 +8,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .._buckets import pad_to, padded_size
 from .._checks import as_float_array, check_choice, check_positive_int, check_real
 
 
@@ -90,11 +91,15 @@ def _check_X(X, where, dtype=None):
 
 
 def _check_gmm_X(gmm, X, where):
+    """``(X padded with zero rows to its size bucket, the number of real rows)``, after the
+    checks of :func:`_check_X`, the feature count and :func:`_check_finite_rows`."""
     X = _check_X(X, where, dtype=jnp.result_type(gmm.means.dtype, jnp.result_type(X)))
     if X.shape[1] != gmm.means.shape[-1]:
         raise ValueError(f"{where}: X has {X.shape[1]} features but the mixture has {gmm.means.shape[-1]}")
-    _check_finite_rows(X, where, "X")
-    return X
+    n = X.shape[0]
+    X = pad_to(X, padded_size(X))
+    _check_finite_rows(X, where, "X", n=n)
+    return X, n
 
 
 @jax.jit
@@ -106,7 +111,7 @@ def _first_bad_row(X):
     return jnp.where(jnp.any(bad), jnp.argmax(bad), -1), jnp.max(jnp.where(fin, jnp.abs(X), 0))
 
 
-def _check_finite_rows(X, where, name, what=""):
+def _check_finite_rows(X, where, name, what="", n=None):
     """ValueError naming the first non-finite row of concrete ``X``, or saying that its
     values are too large for its dtype (their sums of squares would overflow, and the
     fit would report NaN); traced X is left alone (NaN/inf then shows in the results,
@@ -117,7 +122,8 @@ def _check_finite_rows(X, where, name, what=""):
     row, top = int(row), float(top)
     if row >= 0:
         raise ValueError(f"{where}: {what}{name} contains NaN or inf (first at row {row})")
-    n, d = X.shape
+    d = X.shape[1]
+    n = X.shape[0] if n is None else n  # rows beyond n: zero padding
     if top > (float(jnp.finfo(X.dtype).max) / (4.0 * n * d)) ** 0.5:
         raise ValueError(f"{where}: {what}{name} has values up to {top:.3g}, too large for {X.dtype} (sums of "
                          f"their squares overflow); pass float64 data or rescale it")

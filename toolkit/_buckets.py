@@ -1,0 +1,81 @@
+"""Size buckets: inputs are padded to a few sizes so that a new row or point count
+reuses an executable already compiled for a nearby size.
+
+XLA compiles one executable per input shape. Without buckets, fitting on 1000 rows
+and then on 1001 compiles twice (seconds each on a small machine); with them, every
+count from 1025 to 1536 runs the 1536-row executable, with the extra rows carrying
+zero weight (or masked), and results are sliced back.
+
+Buckets are ``2^e`` and ``1.5 * 2^e`` (at most 50% padding, two executables per
+doubling) up to :data:`FINE_FROM` rows, and eight per doubling above it, where the
+run time of the padding rows would outweigh a compilation (at most 12.5% padding).
+
+>>> [bucket(n) for n in (1, 9, 100, 1000, 1100, 1600, 2000, 50_000)]
+[8, 12, 128, 1024, 1536, 2048, 2048, 53248]
+"""
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+__all__ = ["bucket", "padded_size", "pad_to", "unpad", "should_pad", "MIN_BUCKET", "FINE_FROM"]
+
+MIN_BUCKET = 8
+FINE_FROM = 32768
+
+
+def bucket(n: int) -> int:
+    """The smallest bucket size ``>= n`` (``n >= 0``)."""
+    n = int(n)
+    if n <= MIN_BUCKET:
+        return MIN_BUCKET
+    e = (n - 1).bit_length() - 1  # 2^e < n <= 2^(e+1)
+    steps = 8 if n > FINE_FROM else 2
+    step = (1 << e) // steps
+    return -(-n // step) * step
+
+
+def should_pad(x) -> bool:
+    """Whether padding ``x`` can save a compilation: a concrete array (numpy, or a JAX
+    array on one device). Inside a user's ``jit`` the shape is already fixed by the
+    caller's own compilation, and padding an array sharded over several devices would
+    gather it, so those are left as they are."""
+    if isinstance(x, jax.core.Tracer):
+        return False
+    sharding = getattr(x, "sharding", None)
+    return sharding is None or len(sharding.device_set) == 1
+
+
+def padded_size(x, axis: int = 0) -> int:
+    """The length ``x`` is padded to along ``axis``: its bucket, or its own length where
+    padding cannot help (see :func:`should_pad`)."""
+    n = x.shape[axis]
+    return bucket(n) if should_pad(x) else n
+
+
+# Padding and slicing go through host memory: any JAX operation (jnp.pad, x[:n]) would
+# itself compile once per new shape, which is what the buckets are there to avoid.
+# On the CPU backend the device buffer and the host array share memory anyway.
+
+
+def _device_of(x):
+    return next(iter(x.devices())) if isinstance(x, jax.Array) else None
+
+
+def pad_to(x, size: int, axis: int = 0, value=0):
+    """``x`` padded with ``value`` along ``axis`` to ``size``, as a JAX array on ``x``'s
+    device (the default one for host arrays); ``x`` itself when it already has that length."""
+    n = x.shape[axis]
+    if n == size:
+        return x
+    widths = [(0, 0)] * np.ndim(x)
+    widths[axis] = (0, size - n)
+    return jax.device_put(np.pad(np.asarray(x), widths, constant_values=value), _device_of(x))
+
+
+def unpad(y, n: int, axis: int = 0):
+    """The first ``n`` entries of ``y`` along ``axis`` (``y`` itself when that is all of it)."""
+    if y.shape[axis] == n:
+        return y
+    index = (slice(None),) * (axis % y.ndim) + (slice(0, n),)
+    return jax.device_put(np.ascontiguousarray(np.asarray(y)[index]), _device_of(y))

@@ -10,8 +10,8 @@ Buckets are ``2^e`` and ``1.5 * 2^e`` (at most 50% padding, two executables per
 doubling) up to :data:`FINE_FROM` rows, and eight per doubling above it, where the
 run time of the padding rows would outweigh a compilation (at most 12.5% padding).
 
->>> [bucket(n) for n in (1, 9, 100, 1000, 1100, 1600, 2000, 50_000)]
-[8, 12, 128, 1024, 1536, 2048, 2048, 53248]
+>>> [bucket(n) for n in (1, 3, 5, 9, 100, 1000, 1100, 1600, 2000, 50_000)]
+[1, 4, 8, 12, 128, 1024, 1536, 2048, 2048, 53248]
 """
 from __future__ import annotations
 
@@ -25,10 +25,11 @@ FINE_FROM = 32768
 
 
 def bucket(n: int) -> int:
-    """The smallest bucket size ``>= n`` (``n >= 0``)."""
+    """The smallest bucket size ``>= n`` (``n >= 0``); up to :data:`MIN_BUCKET`, the next
+    power of two (a single fit in a batch axis stays single)."""
     n = int(n)
     if n <= MIN_BUCKET:
-        return MIN_BUCKET
+        return 1 << max(n - 1, 0).bit_length()
     e = (n - 1).bit_length() - 1  # 2^e < n <= 2^(e+1)
     steps = 8 if n > FINE_FROM else 2
     step = (1 << e) // steps
@@ -62,20 +63,30 @@ def _device_of(x):
     return next(iter(x.devices())) if isinstance(x, jax.Array) else None
 
 
-def pad_to(x, size: int, axis: int = 0, value=0):
-    """``x`` padded with ``value`` along ``axis`` to ``size``, as a JAX array on ``x``'s
-    device (the default one for host arrays); ``x`` itself when it already has that length."""
-    n = x.shape[axis]
-    if n == size:
+def pad_to(x, size: int, axis: int = 0, fill=0):
+    """``x`` padded along ``axis`` to ``size``, as a JAX array on ``x``'s device (the default
+    one for host arrays); ``x`` itself when it already has that length.
+
+    ``fill``: a scalar, an array broadcasting to one entry (an identity matrix, say), or
+    "edge" for copies of the last entry.
+    """
+    if x.shape[axis] == size:
         return x
-    widths = [(0, 0)] * np.ndim(x)
-    widths[axis] = (0, size - n)
-    return jax.device_put(np.pad(np.asarray(x), widths, constant_values=value), _device_of(x))
+    a = np.asarray(x)
+    axis %= a.ndim
+    n = a.shape[axis]
+    lead = (slice(None),) * axis
+    out = np.empty(a.shape[:axis] + (size,) + a.shape[axis + 1:], a.dtype)
+    out[lead + (slice(0, n),)] = a
+    out[lead + (slice(n, size),)] = a[lead + (slice(n - 1, n),)] if isinstance(fill, str) else fill
+    return jax.device_put(out, _device_of(x))
 
 
 def unpad(y, n: int, axis: int = 0):
     """The first ``n`` entries of ``y`` along ``axis`` (``y`` itself when that is all of it)."""
     if y.shape[axis] == n:
         return y
+    if isinstance(y, jax.core.Tracer):  # inside a caller's trace slicing compiles nothing extra
+        return jax.lax.slice_in_dim(y, 0, n, axis=axis)
     index = (slice(None),) * (axis % y.ndim) + (slice(0, n),)
     return jax.device_put(np.ascontiguousarray(np.asarray(y)[index]), _device_of(y))

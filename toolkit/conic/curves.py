@@ -5,7 +5,9 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from .._buckets import pad_to, padded_size, unpad
 from .._checks import as_float_array, check_choice, check_trailing, result_dtype
 from .._xla import tuned_jit as _jit
 from .distance import _distances, _frame
@@ -141,11 +143,18 @@ def residuals(coeffs, points, *, kind: str = "algebraic"):
     pts = as_float_array(points, "points", where)
     check_trailing(pts, (None, 2), "points", where)
     dt = jnp.result_type(c.dtype, pts.dtype)
-    return _residuals(c.astype(dt), pts.astype(dt), kind)  # kind: the measure of distance
+    c, pts = (c if c.dtype == dt else c.astype(dt)), (pts if pts.dtype == dt else pts.astype(dt))
+    # points padded to their size bucket (copies of the last one, masked out of the
+    # normalisation), so that a new point count rarely compiles anew
+    n = pts.shape[-2]
+    m = padded_size(pts, axis=-2)
+    mask = pad_to(np.ones(pts.shape[:-1], dt), m, axis=-1)
+    return unpad(_residuals(c, pad_to(pts, m, axis=-2, fill="edge"), mask, kind), n, axis=-1)
 
 
-@_jit(static_argnums=2)
-def _residuals(c, pts, kind):
+@_jit(static_argnums=3)
+def _residuals(c, pts, mask, kind):
+    """``kind`` (static): the measure of distance; ``mask (..., N)``: 1 for real points."""
     batch = jnp.broadcast_shapes(c.shape[:-1], pts.shape[:-2])
     c = jnp.broadcast_to(c, batch + (6,))
     pts = jnp.broadcast_to(pts, batch + pts.shape[-2:])
@@ -155,9 +164,9 @@ def _residuals(c, pts, kind):
     flat_c = c.reshape((-1, 6))
     flat_p = pts.reshape((-1,) + pts.shape[-2:])
     # normalise so the frame computation is well conditioned at any data scale
-    ones = jnp.ones(flat_p.shape[:-1], flat_p.dtype)
-    st = _stats(flat_p, ones)
-    x, y, _ = _normalised(flat_p, ones, st)
+    mask = jnp.broadcast_to(mask, pts.shape[:-1]).reshape(flat_p.shape[:-1])
+    st = _stats(flat_p, mask)
+    x, y, _ = _normalised(flat_p, mask, st)
     T = _denorm_matrix_inv(st.mean, st.scale, flat_c)
     d = _distances(T, x, y, _rtol(c.dtype)) / st.scale[:, None]
     d = jnp.where(jnp.all(jnp.isfinite(flat_p), axis=-1), d, jnp.nan)  # a NaN point has no distance

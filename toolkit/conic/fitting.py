@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._buckets import bucket, should_pad
 from .._checks import as_float_array, check_choice, check_finite, check_trailing, check_weights, is_concrete
 from .._xla import tuned_jit as _jit
 from .distance import _distances, _frame, _sampson
@@ -119,9 +120,9 @@ def fit(points, *, kind: str = "any", method: str = "direct", weights=None, max_
         mis-shaped weights, or (for concrete input) NaN/inf points or negative weights.
 
     Performance: the fit runs as a few jitted stages (compiled once per shape; the
-    per-point stages are shared by every kind). Problems of up to 32k points are padded
-    to a few bucket sizes and compiled with light XLA optimisation; larger ones keep
-    their shape. Call it directly on arrays; wrapping it in ``jax.jit`` also works (it
+    per-point stages are shared by every kind). The fit and point counts are padded to
+    size buckets (:mod:`toolkit._buckets`), so a new count rarely compiles anew; problems
+    of up to 32k points compile with light XLA optimisation. Call it directly on arrays; wrapping it in ``jax.jit`` also works (it
     then becomes part of the caller's computation).
 
     Example:
@@ -153,15 +154,14 @@ def fit(points, *, kind: str = "any", method: str = "direct", weights=None, max_
             raise ValueError(f"{where}: argument 'weights' must have shape {tuple(pts.shape[:-1])}, "
                              f"got {tuple(w.shape)}") from None
     nb = int(np.prod(batch, dtype=np.int64))
-    shape = (nb, n)
-    if nb * n <= _BUCKET_MAX:  # pad to bucket sizes: few distinct compilations
-        shape = (_bucket(nb, 1), _bucket(n, 4))
-    if pts.shape != shape + (2,) or (w is not None and w.shape != shape):
-        # one small compiled function rather than several eager ops (each compiles too)
-        flat, wf = _prepare(pts, w, shape=shape, light_compile=True)
+    host = should_pad(pts) and (w is None or should_pad(w))
+    if host:  # padded to size buckets on the host: a new size rarely compiles anew
+        flat, wf = _pad_host(pts, w, nb, n)
+    elif pts.shape != (nb, n, 2) or (w is not None and w.shape != (nb, n)):
+        flat, wf = _prepare(pts, w, shape=(nb, n))  # traced: only flattened
     else:
         flat, wf = pts, w
-    light = flat.shape[0] * flat.shape[1] <= _BUCKET_MAX
+    light = flat.shape[0] * flat.shape[1] <= _LIGHT_MAX
     st, few = _stats_jit(flat, wf, light_compile=light)
     how = METHOD_TABLE[method]
     if SOLVERS[how.solver].from_moments is not None:
@@ -183,8 +183,31 @@ def fit(points, *, kind: str = "any", method: str = "direct", weights=None, max_
             _raise_invalid(pts, w, where)
         _raise_if_too_few(pts, w, np.asarray(few)[:nb], batch, where)
     if out.ok.shape != batch:
-        out = _unpad(out, batch=batch, light_compile=True)
+        out = ConicFit(*(_unpad_host(x, nb, batch) for x in out)) if host else _unpad(out, batch=batch)
     return out
+
+
+def _pad_host(pts, w, nb, n):
+    """Points and weights as ``(B, M, 2)`` / ``(B, M)`` JAX arrays with B, M the size
+    buckets of the fit count ``nb`` and point count ``n``: extra points are copies of a
+    fit's last point with zero weight, extra fits copies of the last fit (sliced off by
+    :func:`_unpad_host`). Done on the host: any JAX operation would compile per shape."""
+    P = np.asarray(pts).reshape(nb, n, 2)
+    W = None if w is None else np.broadcast_to(np.asarray(w), pts.shape[:-1]).reshape(nb, n)
+    b, m = bucket(nb), bucket(n)
+    if m > n and W is None:
+        W = np.ones((nb, n), P.dtype)
+    P = np.pad(P, ((0, b - nb), (0, m - n), (0, 0)), mode="edge")
+    if W is not None:
+        W = np.pad(np.pad(W, ((0, 0), (0, m - n))), ((0, b - nb), (0, 0)), mode="edge")
+        W = jax.device_put(W, next(iter(w.devices())) if w is not None else None)
+    return jax.device_put(P, next(iter(pts.devices()))), W
+
+
+def _unpad_host(x, nb, batch):
+    """The first ``nb`` fits of a result field, with the caller's batch shape."""
+    return jax.device_put(np.ascontiguousarray(np.asarray(x)[:nb]).reshape(batch + x.shape[1:]),
+                          next(iter(x.devices())))
 
 
 def _raise_invalid(pts, w, where):
@@ -211,45 +234,21 @@ def _raise_if_too_few(pts, w, flagged, batch, where):
             raise ValueError(f"{where}: {who} fewer than 5 distinct points with positive weight; a conic needs 5")
 
 
-# Problems up to this many points are padded to bucket sizes (zero-weight points,
-# repeated fits) so that new shapes rarely compile anew; larger ones keep their shape,
-# where the copy would cost more than the compilation saves.
-_BUCKET_MAX = 1 << 15
+# Problems up to this many points compile with light XLA optimisation: their run takes
+# microseconds anyway, and compilation is 2-3x faster.
+_LIGHT_MAX = 1 << 15
 
 
-def _bucket(n: int, per_octave: int) -> int:
-    """Smallest size >= n on a grid with ``per_octave`` steps per power of two."""
-    if n <= 8 and per_octave > 1:
-        return n
-    top = 1 << (n - 1).bit_length()
-    step = max(top // (2 * per_octave), 1)
-    return -(-n // step) * step
-
-
-@_jit(static_argnames="shape")
+@jax.jit(static_argnames="shape")
 def _prepare(points, weights, *, shape):
-    """Points ``(..., N, 2)`` and weights (or None) as ``(B, N, 2)`` / ``(B, N)``, padded
-    to ``shape = (B, N)``: extra points are copies of a fit's first point with zero
-    weight, extra fits copies of the first fit (dropped by :func:`_unpad`)."""
+    """Traced points ``(..., N, 2)`` and weights (or None) as ``(B, N, 2)`` / ``(B, N)``
+    with ``shape = (B, N)`` (inside a caller's trace nothing is padded)."""
     nb, n = shape
-    n0 = points.shape[-2]
     if weights is not None:
-        weights = jnp.broadcast_to(weights, points.shape[:-1]).reshape((-1, n0))
-    points = points.reshape((-1, n0, 2))
-    b0 = points.shape[0]
-    if weights is None and n > n0:
-        weights = jnp.ones((b0, n0), points.dtype)
-    if n > n0:
-        points = jnp.concatenate([points, jnp.broadcast_to(points[:, :1], (b0, n - n0, 2))], axis=1)
-        weights = jnp.concatenate([weights, jnp.zeros((b0, n - n0), weights.dtype)], axis=1)
-    if nb > b0:
-        points = jnp.concatenate([points, jnp.broadcast_to(points[:1], (nb - b0,) + points.shape[1:])])
-        if weights is not None:
-            weights = jnp.concatenate([weights, jnp.broadcast_to(weights[:1], (nb - b0, n))])
-    return points, weights
+        weights = jnp.broadcast_to(weights, points.shape[:-1]).reshape((nb, n))
+    return points.reshape((nb, n, 2)), weights
 
 
-@_jit(static_argnames="batch")
+@jax.jit(static_argnames="batch")
 def _unpad(out, *, batch):
-    nb = int(np.prod(batch, dtype=np.int64))
-    return ConicFit(*(x[:nb].reshape(batch + x.shape[1:]) for x in out))
+    return ConicFit(*(x.reshape(batch + x.shape[1:]) for x in out))

@@ -13,7 +13,7 @@ from .._buckets import pad_to, unpad
 from .._checks import as_float_array, check_choice
 from .._xla import row_sums
 from .covariance import COVARIANCE, _Stats, _log_det_chol, _log_gaussian, _needs_fourth_moment, _params_from_stats, _rank_deficient
-from .types import COVARIANCE_TYPES, GMM, _check_X, _check_gmm_X, _check_shrinkage
+from .types import COVARIANCE_TYPES, GMM, _check_X, _check_gmm_X, _check_shrinkage, _raise_for_rows, _row_summary
 
 
 def _use_features(d, k, dtype, covariance_type, shrinkage):
@@ -178,7 +178,9 @@ def _em_step(g, X, sw, F, reg_covar, covariance_type, shrinkage, small=False):
 # ----------------------------------------------------------------------------- public API
 
 
-_e_step_jit = jax.jit(_e_step)
+@jax.jit
+def _e_step_jit(gmm, X, sw):
+    return _e_step(gmm, X, sw), _row_summary(X)
 _m_step_jit = jax.jit(_m_step, static_argnums=(3, 4))
 
 
@@ -189,7 +191,8 @@ def e_step(gmm: GMM, X, sample_weight=None):
                                                                           "gmm.e_step", dtype=X.dtype)
     if sw.shape != (n,):
         raise ValueError(f"gmm.e_step: sample_weight must have shape ({n},), got {tuple(sw.shape)}")
-    mean_ll, log_resp = _e_step_jit(gmm, X, pad_to(sw, X.shape[0]))  # padding rows weigh nothing
+    (mean_ll, log_resp), summary = _e_step_jit(gmm, X, pad_to(sw, X.shape[0]))  # padding rows weigh nothing
+    _raise_for_rows(summary, X, "gmm.e_step", "X", n=n)
     return mean_ll, unpad(log_resp, n)
 
 
@@ -205,11 +208,14 @@ def m_step(X, log_resp, *, covariance_type: str = "full", reg_covar: float = 1e-
     return _m_step_jit(X, resp, reg_covar, covariance_type, shrinkage)
 
 
-def _em(gmm0, X, sw, reg_covar, tol, covariance_type, shrinkage, max_iter, lb0):
+def _em(gmm0, X, sw, reg_covar, tol, covariance_type, shrinkage, max_iter, lb0, hist_len=None):
     """EM from gmm0 in one while_loop; the lower bound is taken at each E-step (as sklearn).
 
     ``lb0``: the lower bound the first iteration is compared with (-inf, or the previous
-    fit's when continuing one, as scikit-learn's warm_start)."""
+    fit's when continuing one, as scikit-learn's warm_start). ``max_iter`` may be traced
+    when the history's length ``hist_len >= max_iter`` is given (static); entries past
+    ``max_iter`` then repeat the last lower bound like those past ``n_iter``."""
+    hist_len = max_iter if hist_len is None else hist_len
     dt = X.dtype
     n, d = X.shape
     k = gmm0.means.shape[0]
@@ -229,7 +235,7 @@ def _em(gmm0, X, sw, reg_covar, tol, covariance_type, shrinkage, max_iter, lb0):
 
     st0 = _stats_from_resp(X, jnp.zeros((n, k), dt), covariance_type, shrinkage)
     s0 = (gmm0, jnp.asarray(0), jnp.asarray(lb0, dt), jnp.asarray(jnp.inf, dt),
-          jnp.full((max_iter,), jnp.nan, dt), jnp.asarray(False), st0)
+          jnp.full((hist_len,), jnp.nan, dt), jnp.asarray(False), st0)
     g, it, lb, _, hist, conv, st = lax.while_loop(cond, body, s0)
-    hist = jnp.where(jnp.arange(max_iter) >= it, lb, hist)
+    hist = jnp.where(jnp.arange(hist_len) >= it, lb, hist)
     return g, it, lb, hist, conv, _rank_deficient(st, covariance_type)

@@ -9,12 +9,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._buckets import pad_to, padded_size
+from .._buckets import pad_to, padded_size, unpad
 from .._checks import as_float_array, check_real, check_weights, is_readable
 from .._xla import tuned_jit
 from .em import _em, _m_step, _small
 from .init import _init_resp
-from .types import FitInfo, RegularizationWarning, _check_X, _check_finite_rows, _check_fit_options
+from .types import FitInfo, RegularizationWarning, _check_X, _check_fit_options, _raise_for_rows, _row_summary
 
 
 # ----------------------------------------------------------------------------- fit
@@ -32,10 +32,12 @@ def _best_restart(gs, its, lbs, hists, convs, deficient, center, data_ok):
 
 
 def _restarts_impl(keys, X, sw, gmm_init, reg_covar, tol, k, covariance_type, shrinkage, init, max_iter, lb0,
-                   batched):
+                   batched, hist_len):
     """EM from each key's initialisation: ``((g, n_iter, lb, history, converged,
     rank_deficient) with a leading restart axis, centre, data_ok)``. ``batched=False``
-    runs the single key ``keys[0]`` without vmap."""
+    runs the single key ``keys[0]`` without vmap. ``reg_covar``, ``tol`` and ``max_iter``
+    are traced (one executable serves every value); ``hist_len >= max_iter``, static, is
+    the history's length."""
     center = jnp.sum(sw[:, None] * X, 0) / jnp.sum(sw)
     Xc = X - center  # centring keeps the uncentred second-moment formulas accurate
 
@@ -45,15 +47,18 @@ def _restarts_impl(keys, X, sw, gmm_init, reg_covar, tol, k, covariance_type, sh
         else:
             resp = _init_resp(key, Xc, sw, k, init)
             g0 = _m_step(Xc, resp * sw[:, None], reg_covar, covariance_type, shrinkage)
-        return _em(g0, Xc, sw, reg_covar, tol, covariance_type, shrinkage, max_iter, lb0)
+        return _em(g0, Xc, sw, reg_covar, tol, covariance_type, shrinkage, max_iter, lb0, hist_len)
 
     runs = jax.vmap(one)(keys) if batched else jax.tree_util.tree_map(lambda a: a[None], one(keys[0]))
     # data the fit cannot use (NaN/inf, bad weights) when traced: flagged, never "converged"
     data_ok = jnp.all(jnp.isfinite(X)) & jnp.all(jnp.isfinite(sw)) & jnp.all(sw >= 0) & (jnp.sum(sw) > 0)
-    return runs, center, data_ok
+    # what fit() checks on concrete data, computed here rather than by separate executables
+    # (each would compile once more per size): X's first bad row, largest value, mean variance
+    variance = jnp.mean(sw @ (Xc * Xc)) / jnp.sum(sw)
+    return runs, center, data_ok, (*_row_summary(X), variance)
 
 
-_STATIC = (6, 7, 8, 9, 10, 12)
+_STATIC = (6, 7, 8, 9, 12, 13)
 _restarts = jax.jit(_restarts_impl, static_argnums=_STATIC)
 # the one-pass small path gains from XLA's fast-math reductions (and only it: the GEMM
 # path runs slower with those options)
@@ -121,29 +126,31 @@ def fit(key, X, n_components: int, *, covariance_type: str = "full", reg_covar: 
     # executable, and zero-weight rows change no sum, draw or flag of EM.
     m = padded_size(X)
     X, sw = pad_to(X, m), pad_to(sw, m)
-    _check_finite_rows(X, where, "X", n=n)
     # Restart i's key does not depend on n_init, and restart 0 runs as its own unbatched
     # executable whatever n_init is, so it reproduces the n_init=1 fit bit for bit (a
     # vmapped copy may reduce in another order): more restarts never give a lower bound.
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(int(n_init)))
     run = _restarts_small if _small(d, int(n_components), X.dtype, covariance_type, shrinkage) else _restarts
     args = (X, sw, gmm_init, jnp.asarray(reg_covar, X.dtype), jnp.asarray(tol, X.dtype), int(n_components),
-            covariance_type, shrinkage, init if gmm_init is None else "warm", int(max_iter),
+            covariance_type, shrinkage, init if gmm_init is None else "warm", np.int32(max_iter),
             jnp.asarray(-np.inf if prev_lower_bound is None else prev_lower_bound, X.dtype))
+    hist_len = _history_length(int(max_iter))
+    first, center, data_ok, (bad_row, top, variance) = run(keys[:1], *args, False, hist_len)
+    rest = run(keys[1:], *args, True, hist_len)[0] if n_init > 1 else None
+    _raise_for_rows((bad_row, top), X, where, "X", n=n)
     # the warning needs the value on this host: skipped under jit and for arrays spread over
     # several processes (whose values no single process can read)
-    variance = _mean_variance(X, sw) if is_readable(X) and reg_covar > 0 else None
-    first, center, data_ok = run(keys[:1], *args, False)
-    rest = run(keys[1:], *args, True)[0] if n_init > 1 else None
-    if variance is not None and reg_covar > 0.1 * float(variance):  # read after dispatching the fit
+    if is_readable(X) and reg_covar > 0 and reg_covar > 0.1 * float(variance):
         warnings.warn(f"gmm.fit: reg_covar={reg_covar:g} is not small against the data's mean variance "
                       f"{float(variance):.3g}: the covariances will be mostly regularisation; rescale the data "
                       f"or lower reg_covar", RegularizationWarning, stacklevel=2)
-    return _pick(first, rest, center, data_ok)
+    g, info = _pick(first, rest, center, data_ok)
+    return g, info._replace(history=unpad(info.history, int(max_iter)))
 
 
-@jax.jit
-def _mean_variance(X, sw):
-    """Mean over the features of the weighted variance of ``X (n, d)``."""
-    mean = sw @ X / jnp.sum(sw)
-    return jnp.mean(sw @ ((X - mean) ** 2)) / jnp.sum(sw)
+def _history_length(max_iter: int) -> int:
+    """The lower-bound history's compiled length: ``max_iter`` rounded up to a power of two
+    (at least 128: scikit-learn's default max_iter is 100), so that one executable serves
+    every traced ``max_iter`` up to that length."""
+    return max(128, 1 << (max_iter - 1).bit_length())
+

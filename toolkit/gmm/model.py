@@ -10,7 +10,7 @@ from .._buckets import unpad
 from .._checks import as_float_array, check_choice
 from .covariance import COVARIANCE, _chol_precision
 from .em import _weighted_log_prob
-from .types import COVARIANCE_TYPES, GMM, _check_gmm_X
+from .types import COVARIANCE_TYPES, GMM, _check_gmm_X, _raise_for_rows, _row_summary
 
 
 def from_covariances(weights, means, covariances, covariance_type: str = "full") -> GMM:
@@ -25,50 +25,55 @@ def from_covariances(weights, means, covariances, covariance_type: str = "full")
 # Built once here: a jax.jit made inside each call would compile on every call. X arrives
 # padded to its size bucket (zero rows), so a new row count reuses these executables;
 # the padding rows' results are sliced off, or masked out of sums by the row count n.
+# Each also returns X's _row_summary, checked after the call: one executable per size.
 @jax.jit
 def _log_prob(g, X):
-    return logsumexp(_weighted_log_prob(g, X), axis=1)
+    return logsumexp(_weighted_log_prob(g, X), axis=1), _row_summary(X)
 
 
 @jax.jit
 def _predict_proba(g, X):
-    return jax.nn.softmax(_weighted_log_prob(g, X), axis=1)
+    return jax.nn.softmax(_weighted_log_prob(g, X), axis=1), _row_summary(X)
 
 
 @jax.jit
 def _predict(g, X):
-    return jnp.argmax(_weighted_log_prob(g, X), axis=1)
+    return jnp.argmax(_weighted_log_prob(g, X), axis=1), _row_summary(X)
 
 
 @jax.jit
 def _score(g, X, n):
     """Mean log density over the first ``n`` rows (``n`` traced: one executable per bucket)."""
     lp = logsumexp(_weighted_log_prob(g, X), axis=1)
-    return jnp.sum(jnp.where(jnp.arange(X.shape[0]) < n, lp, 0.0)) / n
+    return jnp.sum(jnp.where(jnp.arange(X.shape[0]) < n, lp, 0.0)) / n, _row_summary(X)
+
+
+def _call(fn, gmm, X, where, *, pass_n=False):
+    """``fn(gmm, padded X[, n])``'s result after checking X's values: ``(result, n)``."""
+    X, n = _check_gmm_X(gmm, X, where)
+    out, summary = fn(gmm, X, n) if pass_n else fn(gmm, X)
+    _raise_for_rows(summary, X, where, "X", n=n)
+    return out, n
 
 
 def log_prob(gmm: GMM, X):
     """Log density of the mixture at each point: ``(n,)``."""
-    X, n = _check_gmm_X(gmm, X, "gmm.log_prob")
-    return unpad(_log_prob(gmm, X), n)
+    return unpad(*_call(_log_prob, gmm, X, "gmm.log_prob"))
 
 
 def score(gmm: GMM, X):
     """Mean log-likelihood per sample (scikit-learn's ``score``)."""
-    X, n = _check_gmm_X(gmm, X, "gmm.score")
-    return _score(gmm, X, n)
+    return _call(_score, gmm, X, "gmm.score", pass_n=True)[0]
 
 
 def predict_proba(gmm: GMM, X):
     """Posterior component probabilities ``(n, k)``."""
-    X, n = _check_gmm_X(gmm, X, "gmm.predict_proba")
-    return unpad(_predict_proba(gmm, X), n)
+    return unpad(*_call(_predict_proba, gmm, X, "gmm.predict_proba"))
 
 
 def predict(gmm: GMM, X):
     """Most probable component per point ``(n,)``."""
-    X, n = _check_gmm_X(gmm, X, "gmm.predict")
-    return unpad(_predict(gmm, X), n)
+    return unpad(*_call(_predict, gmm, X, "gmm.predict"))
 
 
 def _full_cov(gmm):
@@ -97,11 +102,11 @@ def n_parameters(gmm: GMM) -> int:
 
 def bic(gmm: GMM, X):
     """Bayesian information criterion (lower is better)."""
-    X, n = _check_gmm_X(gmm, X, "gmm.bic")
-    return -2 * _score(gmm, X, n) * n + n_parameters(gmm) * np.log(n)
+    mean_ll, n = _call(_score, gmm, X, "gmm.bic", pass_n=True)
+    return -2 * mean_ll * n + n_parameters(gmm) * np.log(n)
 
 
 def aic(gmm: GMM, X):
     """Akaike information criterion (lower is better)."""
-    X, n = _check_gmm_X(gmm, X, "gmm.aic")
-    return -2 * _score(gmm, X, n) * n + 2 * n_parameters(gmm)
+    mean_ll, n = _call(_score, gmm, X, "gmm.aic", pass_n=True)
+    return -2 * mean_ll * n + 2 * n_parameters(gmm)

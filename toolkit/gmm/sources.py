@@ -9,6 +9,7 @@ from typing import Iterator
 import jax
 import numpy as np
 
+from .._buckets import bucket
 from .._checks import check_positive_int
 
 
@@ -156,7 +157,9 @@ class _Source:
         for b, item in enumerate(self._factory()):
             X, w = self._validate(b, item, first)
             if self.capacity is None:
-                self.capacity = int(self.batch_size or max(X.shape[0], 1))
+                # by default the first batch's size bucket: a new batch size then usually
+                # reuses the executables compiled for an earlier one
+                self.capacity = int(self.batch_size or bucket(X.shape[0]))
             C = self.capacity
             for s in range(0, X.shape[0], C):
                 m = min(C, X.shape[0] - s)

@@ -223,8 +223,9 @@ def fit_batches(key, batches, n_components: int, *, covariance_type: str = "full
         Every pass must yield the same data.
       n_components, covariance_type, reg_covar, shrinkage, init, n_init, max_iter, tol:
         as :func:`toolkit.gmm.fit`.
-      batch_size: rows per jitted step (default: the first batch's rows; 65536 for an
-        array). Larger batches are cut, smaller ones padded.
+      batch_size: rows per jitted step (default: the first batch's rows rounded up to their size
+        bucket, see :mod:`toolkit._buckets`; 65536 for an array). Larger batches are cut, smaller
+        ones padded.
       init_size: rows sampled for the seeding (see above).
       dtype: computation dtype (default: the data's float dtype).
       mesh: optional ``jax.sharding.Mesh``: each batch is also sharded over its devices

@@ -92,41 +92,48 @@ def _check_X(X, where, dtype=None):
 
 def _check_gmm_X(gmm, X, where):
     """``(X padded with zero rows to its size bucket, the number of real rows)``, after the
-    checks of :func:`_check_X`, the feature count and :func:`_check_finite_rows`."""
+    checks of :func:`_check_X` and the feature count. Values are checked by the caller's
+    executable (:func:`_row_summary`, then :func:`_raise_for_rows`): a separate check would
+    compile once more per size."""
     X = _check_X(X, where, dtype=jnp.result_type(gmm.means.dtype, jnp.result_type(X)))
     if X.shape[1] != gmm.means.shape[-1]:
         raise ValueError(f"{where}: X has {X.shape[1]} features but the mixture has {gmm.means.shape[-1]}")
-    n = X.shape[0]
-    X = pad_to(X, padded_size(X))
-    _check_finite_rows(X, where, "X", n=n)
-    return X, n
+    return pad_to(X, padded_size(X)), X.shape[0]
 
 
-@jax.jit
-def _first_bad_row(X):
+def _row_summary(X):
     """``(index of the first row holding NaN/inf or -1, largest |finite value|)``, in one
-    pass (works on sharded arrays on device)."""
+    pass (works on sharded arrays on device); traced into the executables that use X."""
     fin = jnp.isfinite(X)
     bad = ~jnp.all(fin, axis=1)
     return jnp.where(jnp.any(bad), jnp.argmax(bad), -1), jnp.max(jnp.where(fin, jnp.abs(X), 0))
 
 
-def _check_finite_rows(X, where, name, what="", n=None):
-    """ValueError naming the first non-finite row of concrete ``X``, or saying that its
-    values are too large for its dtype (their sums of squares would overflow, and the
-    fit would report NaN); traced X is left alone (NaN/inf then shows in the results,
-    see ``FitInfo.converged``)."""
+_first_bad_row = jax.jit(_row_summary)
+
+
+def _raise_for_rows(summary, X, where, name, what="", n=None):
+    """ValueError naming the first non-finite row of concrete ``X`` (from ``summary =
+    _row_summary(X)``), or saying that its values are too large for its dtype (their sums
+    of squares would overflow, and the fit would report NaN); traced X is left alone
+    (NaN/inf then shows in the results, see ``FitInfo.converged``). ``n``: the real rows
+    (the rest is zero padding)."""
     if isinstance(X, jax.core.Tracer):
         return
-    row, top = _first_bad_row(X)
-    row, top = int(row), float(top)
+    row, top = int(summary[0]), float(summary[1])
     if row >= 0:
         raise ValueError(f"{where}: {what}{name} contains NaN or inf (first at row {row})")
     d = X.shape[1]
-    n = X.shape[0] if n is None else n  # rows beyond n: zero padding
+    n = X.shape[0] if n is None else n
     if top > (float(jnp.finfo(X.dtype).max) / (4.0 * n * d)) ** 0.5:
         raise ValueError(f"{where}: {what}{name} has values up to {top:.3g}, too large for {X.dtype} (sums of "
                          f"their squares overflow); pass float64 data or rescale it")
+
+
+def _check_finite_rows(X, where, name, what="", n=None):
+    """:func:`_raise_for_rows` with the summary computed here."""
+    if not isinstance(X, jax.core.Tracer):
+        _raise_for_rows(_first_bad_row(X), X, where, name, what, n)
 
 
 def _check_shrinkage(shrinkage, covariance_type, where):

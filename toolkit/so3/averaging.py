@@ -5,10 +5,11 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from .._checks import as_float_array, check_choice, check_trailing
-from .fitting import _weights
+from .fitting import _pad_points, _weights
 from .group import _safe_norm, _svd_rotation
 from .maps import _exp, _log
 
@@ -39,12 +40,13 @@ def mean(Rs, weights=None, *, method: str = "chordal", max_iter: int = 50, tol: 
     if Rs.shape[-3] == 0:
         raise ValueError(f"{where}: Rs holds no rotations (shape {tuple(Rs.shape)}); the mean of none is undefined")
     w = _weights(weights, Rs, where, name="Rs", item_ndim=2)
+    (Rs,), w = _pad_points([(Rs, 2, np.eye(3))], w)  # identities of zero weight: log() stays finite
     tol = tol if tol is not None else (1e-12 if Rs.dtype == jnp.float64 else 1e-6)
-    return _mean(Rs, w, jnp.asarray(tol, Rs.dtype), method, max_iter)
+    return _mean(Rs, w, jnp.asarray(tol, Rs.dtype), np.int32(max_iter), method)
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4))
-def _mean(Rs, w, tol, method, max_iter):
+@functools.partial(jax.jit, static_argnums=(4,))
+def _mean(Rs, w, tol, max_iter, method):
     m = Rs.shape[-3]
     w = w / jnp.sum(w, -1, keepdims=True)
     R0 = _svd_rotation(jnp.einsum("...m,...mij->...ij", w, Rs))

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from .._buckets import bucket, pad_to, should_pad, unpad
 from .._checks import as_float_array, check_choice, check_finite, check_trailing, check_weights
 from .group import _safe_norm, _svd_rotation
 from .maps import _exp, _log, _vec
@@ -44,7 +45,7 @@ def _weights(weights, P, where, *, name="P", item_ndim=1):
     non-negative and not all zero in any set."""
     lead = P.shape[:P.ndim - item_ndim]
     if weights is None:
-        return jnp.ones(lead, P.dtype)
+        return np.ones(lead, P.dtype)  # on the host: jnp.ones would compile once per shape
     w = as_float_array(weights, "weights", where, dtype=P.dtype)
     if w.shape[-1:] != lead[-1:]:
         raise ValueError(f"{where}: weights must have shape (..., {lead[-1]}) to match {name} {tuple(P.shape)}, "
@@ -52,6 +53,16 @@ def _weights(weights, P, where, *, name="P", item_ndim=1):
     _check_batch(where, **{name: lead[:-1], "weights": w.shape[:-1]})
     check_weights(w, "weights", where)
     return w
+
+
+def _pad_points(arrays, w):
+    """Point arrays ``(..., N, *item)`` (each with its item's number of axes and fill) and
+    weights ``(..., N)`` padded to the bucket of N, with zero weights: a new point count
+    then rarely compiles anew. Left alone inside a caller's trace."""
+    if not all(should_pad(a) for a, _, _ in arrays) or not should_pad(w):
+        return [a for a, _, _ in arrays], w
+    m = bucket(w.shape[-1])
+    return [pad_to(a, m, axis=-1 - item, fill=fill) for a, item, fill in arrays], pad_to(w, m, axis=-1)
 
 
 def kabsch(P, Q, weights=None):
@@ -78,7 +89,8 @@ def kabsch(P, Q, weights=None):
     P, Q = _points_pair(P, Q, "so3.kabsch")
     check_finite(P, "P", "so3.kabsch")
     check_finite(Q, "Q", "so3.kabsch")
-    return _kabsch(P, Q, _weights(weights, P, "so3.kabsch"))
+    (P, Q), w = _pad_points([(P, 1, 0), (Q, 1, 0)], _weights(weights, P, "so3.kabsch"))
+    return _kabsch(P, Q, w)
 
 
 @jax.jit
@@ -122,7 +134,7 @@ def _robust(e2, loss, scale):
     return 0.5 * c2 * jnp.log1p(r), 1.0 / (1.0 + r)
 
 
-def _fit_single(P, Q, w, v0, loss, scale, max_iter, tol):
+def _fit_single(P, Q, w, v0, loss, scale, max_iter, tol, hist_len):
     dt = P.dtype
 
     def cost_of(R):
@@ -166,11 +178,11 @@ def _fit_single(P, Q, w, v0, loss, scale, max_iter, tol):
         return (it < max_iter) & ~done
 
     cost0 = cost_of(_exp(v0))
-    hist = jnp.full((max_iter + 1,), cost0, dt)
+    hist = jnp.full((hist_len,), cost0, dt)  # hist_len >= max_iter + 1 (static; max_iter traced)
     init = (v0, jnp.asarray(1e-3, dt), cost0, jnp.asarray(0), jnp.asarray(False), jnp.asarray(False), hist)
     v, _, cost, it, _, conv, hist = lax.while_loop(cond, step, init)
     # Entries after the last iteration repeat the final cost (no NaN padding).
-    idx = jnp.arange(max_iter + 1)
+    idx = jnp.arange(hist_len)
     hist = jnp.where(idx > it, cost, hist)
     finite = jnp.all(jnp.isfinite(P)) & jnp.all(jnp.isfinite(Q)) & jnp.isfinite(cost)
     return v, FitInfo(cost=cost, history=hist, n_iter=it, converged=conv & finite)
@@ -213,13 +225,21 @@ def fit(P, Q, *, init=None, loss: str = "l2", scale: float = 1.0, weights=None, 
         raise ValueError(f"{where}: scale must be > 0, got {scale!r}")
     check_finite(P, "P", where)
     check_finite(Q, "Q", where)
-    w = _weights(weights, P, where)
+    (P, Q), w = _pad_points([(P, 1, 0), (Q, 1, 0)], _weights(weights, P, where))
     v0 = None if init is None else _vec(init, "init", where).astype(P.dtype)
-    return _fit(P, Q, w, v0, jnp.asarray(scale, P.dtype), jnp.asarray(tol, P.dtype), loss, max_iter)
+    v, info = _fit(P, Q, w, v0, jnp.asarray(scale, P.dtype), jnp.asarray(tol, P.dtype), loss, np.int32(max_iter),
+                   _history_length(max_iter + 1))
+    return v, info._replace(history=unpad(info.history, max_iter + 1, axis=-1))
 
 
-@functools.partial(jax.jit, static_argnums=(6, 7))
-def _fit(P, Q, w, v0, scale, tol, loss, max_iter):
+def _history_length(n: int) -> int:
+    """The cost history's compiled length: ``n`` rounded up to a power of two, at least 64,
+    so that one executable serves every traced ``max_iter`` below it."""
+    return max(64, 1 << (n - 1).bit_length())
+
+
+@functools.partial(jax.jit, static_argnums=(6, 8))
+def _fit(P, Q, w, v0, scale, tol, loss, max_iter, hist_len):
     batch = jnp.broadcast_shapes(P.shape[:-2], Q.shape[:-2], w.shape[:-1],
                                  () if v0 is None else v0.shape[:-1])
     n = P.shape[-2]
@@ -227,7 +247,7 @@ def _fit(P, Q, w, v0, scale, tol, loss, max_iter):
     Q = jnp.broadcast_to(Q, batch + (n, 3))
     w = jnp.broadcast_to(w, batch + (n,))
     v0 = _log(_kabsch(P, Q, w)) if v0 is None else jnp.broadcast_to(v0, batch + (3,))
-    fn = lambda P_, Q_, w_, v_: _fit_single(P_, Q_, w_, v_, loss, scale, max_iter, tol)  # noqa: E731
+    fn = lambda P_, Q_, w_, v_: _fit_single(P_, Q_, w_, v_, loss, scale, max_iter, tol, hist_len)  # noqa: E731
     for _ in batch:
         fn = jax.vmap(fn)
     return fn(P, Q, w, v0)

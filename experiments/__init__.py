@@ -20,6 +20,7 @@ EXPERIMENTS: dict[str, str] = {
     "bench_autodiff": "bench.autodiff",
     "bench_gmm": "bench.gmm",
     "bench_conic": "bench.conic",
+    "bench_latency": "bench.latency",
 }
 
 

@@ -160,11 +160,17 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     # ------------------------------------------------------------------ fitting
     def fit(self, X, y=None):
         """Estimate the parameters with EM (best of ``n_init`` vectorised restarts)."""
-        self.fit_predict(X, y)
+        self._fit(X)
         return self
 
     def fit_predict(self, X, y=None):
         """Fit, then return the component of every sample, ``(n_samples,)``."""
+        Xj = self._fit(X)
+        with scoped_x64():  # the fitted mixture as predict() passes it, so both share one executable
+            return np.asarray(_gmm.predict(self._mixture(), Xj))
+
+    def _fit(self, X):
+        """Fit on X; returns X as the float64 JAX array the fit used."""
         self._check_parameters()
         X = self._validate(X, reset=True)
         n = X.shape[0]
@@ -204,10 +210,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             warnings.warn("Best performing initialization did not converge. Try different init parameters, "
                           "or increase max_iter, tol, or check for degenerate data.", ConvergenceWarning)
         self._set(g)
-        with scoped_x64():  # the fitted mixture as predict() passes it, so both share one executable
-            labels = np.asarray(_gmm.predict(self._mixture(), Xj))
         self.converged_, self.n_iter_, self.lower_bound_, self.lower_bounds_ = converged, n_iter, lb, lbs
-        return labels
+        return Xj
 
     def _print_progress(self, finals, history, converged, elapsed):
         """scikit-learn's verbose messages, after the fact: the restarts run together in

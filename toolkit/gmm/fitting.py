@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 from typing import Any
 
@@ -31,13 +32,17 @@ def _best_restart(gs, its, lbs, hists, convs, deficient, center, data_ok):
     return g, info
 
 
-def _restarts_impl(keys, X, sw, gmm_init, reg_covar, tol, k, covariance_type, shrinkage, init, max_iter, lb0,
-                   batched, hist_len):
-    """EM from each key's initialisation: ``((g, n_iter, lb, history, converged,
-    rank_deficient) with a leading restart axis, centre, data_ok)``. ``batched=False``
-    runs the single key ``keys[0]`` without vmap. ``reg_covar``, ``tol`` and ``max_iter``
-    are traced (one executable serves every value); ``hist_len >= max_iter``, static, is
-    the history's length."""
+def _restarts_impl(key, X, sw, gmm_init, reg_covar, tol, k, covariance_type, shrinkage, init, max_iter, lb0,
+                   restarts, hist_len):
+    """EM from the initialisations of restarts ``start, ..., start + count - 1`` (restart i
+    seeded by ``fold_in(key, i)``), with ``restarts = (start, count, batched)``:
+    ``((g, n_iter, lb, history, converged, rank_deficient) with a leading restart axis,
+    centre, data_ok, checks)``. ``batched=False`` runs one restart without vmap and also
+    picks the result (``_pick``'s output in place of the runs): the whole n_init=1 fit is
+    one executable. ``reg_covar``, ``tol`` and ``max_iter`` are traced (one executable
+    serves every value); ``hist_len >= max_iter``, static, is the history's length."""
+    start, count, batched = restarts
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(start, start + count))
     center = jnp.sum(sw[:, None] * X, 0) / jnp.sum(sw)
     Xc = X - center  # centring keeps the uncentred second-moment formulas accurate
 
@@ -49,9 +54,11 @@ def _restarts_impl(keys, X, sw, gmm_init, reg_covar, tol, k, covariance_type, sh
             g0 = _m_step(Xc, resp * sw[:, None], reg_covar, covariance_type, shrinkage)
         return _em(g0, Xc, sw, reg_covar, tol, covariance_type, shrinkage, max_iter, lb0, hist_len)
 
-    runs = jax.vmap(one)(keys) if batched else jax.tree_util.tree_map(lambda a: a[None], one(keys[0]))
     # data the fit cannot use (NaN/inf, bad weights) when traced: flagged, never "converged"
     data_ok = jnp.all(jnp.isfinite(X)) & jnp.all(jnp.isfinite(sw)) & jnp.all(sw >= 0) & (jnp.sum(sw) > 0)
+    runs = jax.vmap(one)(keys) if batched else jax.tree_util.tree_map(lambda a: a[None], one(keys[0]))
+    if not batched:
+        runs = (runs, _best_restart(*runs, center, data_ok))
     # what fit() checks on concrete data, computed here rather than by separate executables
     # (each would compile once more per size): X's first bad row, largest value, mean variance
     variance = jnp.mean(sw @ (Xc * Xc)) / jnp.sum(sw)
@@ -61,8 +68,17 @@ def _restarts_impl(keys, X, sw, gmm_init, reg_covar, tol, k, covariance_type, sh
 _STATIC = (6, 7, 8, 9, 12, 13)
 _restarts = jax.jit(_restarts_impl, static_argnums=_STATIC)
 # the one-pass small path gains from XLA's fast-math reductions (and only it: the GEMM
-# path runs slower with those options)
-_restarts_small = tuned_jit(_restarts_impl, static_argnums=_STATIC)
+# path runs slower with those options); small inputs of either path compile with light
+# optimisation (2-3x faster to compile, and the run takes milliseconds anyway)
+_restarts_tuned = tuned_jit(_restarts_impl, static_argnums=_STATIC)
+_LIGHT_MAX = 1 << 16  # rows x features x components
+
+
+def _runner(m, d, k, dtype, covariance_type, shrinkage):
+    """The jitted restarts for ``m`` padded rows: light, fast-math or plain compilation."""
+    if m * d * k <= _LIGHT_MAX:
+        return functools.partial(_restarts_tuned, light_compile=True)
+    return _restarts_tuned if _small(d, k, dtype, covariance_type, shrinkage) else _restarts
 
 
 @jax.jit
@@ -129,14 +145,13 @@ def fit(key, X, n_components: int, *, covariance_type: str = "full", reg_covar: 
     # Restart i's key does not depend on n_init, and restart 0 runs as its own unbatched
     # executable whatever n_init is, so it reproduces the n_init=1 fit bit for bit (a
     # vmapped copy may reduce in another order): more restarts never give a lower bound.
-    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(int(n_init)))
-    run = _restarts_small if _small(d, int(n_components), X.dtype, covariance_type, shrinkage) else _restarts
+    run = _runner(m, d, int(n_components), X.dtype, covariance_type, shrinkage)
     args = (X, sw, gmm_init, jnp.asarray(reg_covar, X.dtype), jnp.asarray(tol, X.dtype), int(n_components),
             covariance_type, shrinkage, init if gmm_init is None else "warm", np.int32(max_iter),
             jnp.asarray(-np.inf if prev_lower_bound is None else prev_lower_bound, X.dtype))
     hist_len = _history_length(int(max_iter))
-    first, center, data_ok, (bad_row, top, variance) = run(keys[:1], *args, False, hist_len)
-    rest = run(keys[1:], *args, True, hist_len)[0] if n_init > 1 else None
+    (first, picked), center, data_ok, (bad_row, top, variance) = run(key, *args, (0, 1, False), hist_len)
+    rest = run(key, *args, (1, int(n_init) - 1, True), hist_len)[0] if n_init > 1 else None
     _raise_for_rows((bad_row, top), X, where, "X", n=n)
     # the warning needs the value on this host: skipped under jit and for arrays spread over
     # several processes (whose values no single process can read)
@@ -144,7 +159,10 @@ def fit(key, X, n_components: int, *, covariance_type: str = "full", reg_covar: 
         warnings.warn(f"gmm.fit: reg_covar={reg_covar:g} is not small against the data's mean variance "
                       f"{float(variance):.3g}: the covariances will be mostly regularisation; rescale the data "
                       f"or lower reg_covar", RegularizationWarning, stacklevel=2)
-    g, info = _pick(first, rest, center, data_ok)
+    if rest is None:
+        g, info = picked
+    else:
+        g, info = _pick(first, rest, center, data_ok)
     return g, info._replace(history=unpad(info.history, int(max_iter)))
 
 

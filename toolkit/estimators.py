@@ -23,7 +23,9 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from . import gmm as _gmm
 from .gmm.covariance import COVARIANCE
 from .gmm.em import _m_step
+from .gmm import model as _model
 from .gmm.init import _init_resp
+from .gmm.model import _call
 from ._checks import scoped_x64
 
 __all__ = ["GaussianMixture"]
@@ -167,7 +169,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """Fit, then return the component of every sample, ``(n_samples,)``."""
         Xj = self._fit(X)
         with scoped_x64():  # the fitted mixture as predict() passes it, so both share one executable
-            return np.asarray(_gmm.predict(self._mixture(), Xj))
+            out, n = _call(_model._predict, self._mixture(), Xj, "GaussianMixture", host=True)
+            return out[:n]
 
     def _fit(self, X):
         """Fit on X; returns X as the float64 JAX array the fit used."""
@@ -248,16 +251,32 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def _data(self, X):
         """``(fitted mixture, validated X)``; NotFittedError before ``fit``."""
         check_is_fitted(self)
-        return self._mixture(), jax.device_put(np.asarray(self._validate(X, reset=False), np.float64))
+        return self._mixture(), np.asarray(self._validate(X, reset=False), np.float64)
 
     def _mixture(self):
-        """The fitted mixture as float64 JAX arrays (call inside ``scoped_x64``)."""
-        return jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), self._gmm)
+        """The fitted mixture as float64 JAX arrays (call inside ``scoped_x64``), converted
+        once per fit: a conversion per call would cost more than a small predict itself."""
+        cached = self.__dict__.get("_gmm_device")
+        if cached is None or cached[0] is not self._gmm:
+            cached = self._gmm, jax.tree_util.tree_map(lambda a: jax.device_put(np.asarray(a, np.float64)), self._gmm)
+            self.__dict__["_gmm_device"] = cached
+        return cached[1]
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_gmm_device", None)  # device arrays: rebuilt on use (float64 whatever x64 is there)
+        return state
+
+    def _infer(self, fn, X):
+        """``fn`` (a jitted function of toolkit.gmm.model) on X as a numpy array of
+        ``n_samples`` rows: the padding rows are dropped on the host."""
+        with scoped_x64():
+            out, n = _call(fn, *self._data(X), "GaussianMixture", host=True)
+            return out[:n]
 
     def score_samples(self, X):
         """Log density of every sample, ``(n_samples,)``."""
-        with scoped_x64():
-            return np.asarray(_gmm.log_prob(*self._data(X)))
+        return self._infer(_model._log_prob, X)
 
     def score(self, X, y=None):
         """Mean log-likelihood per sample."""
@@ -265,13 +284,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def predict(self, X):
         """Most probable component of every sample, ``(n_samples,)``."""
-        with scoped_x64():
-            return np.asarray(_gmm.predict(*self._data(X)))
+        return self._infer(_model._predict, X)
 
     def predict_proba(self, X):
         """Posterior probability of each component, ``(n_samples, n_components)``."""
-        with scoped_x64():
-            return np.asarray(_gmm.predict_proba(*self._data(X)))
+        return self._infer(_model._predict_proba, X)
 
     def sample(self, n_samples=1):
         """Draw ``n_samples`` points: ``(X (n_samples, n_features), y (n_samples,))``, grouped by component."""

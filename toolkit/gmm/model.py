@@ -48,10 +48,13 @@ def _score(g, X, n):
     return jnp.sum(jnp.where(jnp.arange(X.shape[0]) < n, lp, 0.0)) / n, _row_summary(X)
 
 
-def _call(fn, gmm, X, where, *, pass_n=False):
-    """``fn(gmm, padded X[, n])``'s result after checking X's values: ``(result, n)``."""
+def _call(fn, gmm, X, where, *, pass_n=False, host=False):
+    """``fn(gmm, padded X[, n])``'s result after checking X's values: ``(result, n)``;
+    ``host``: the result as numpy, fetched with the checks' values in one transfer."""
     X, n = _check_gmm_X(gmm, X, where)
     out, summary = fn(gmm, X, n) if pass_n else fn(gmm, X)
+    if host:
+        out, summary = jax.device_get((out, summary))
     _raise_for_rows(summary, X, where, "X", n=n)
     return out, n
 

@@ -7,9 +7,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .._buckets import pad_to, padded_size
-from .._checks import as_float_array, check_choice, check_positive_int, check_real
+from .._checks import _host_float_array, as_float_array, check_choice, check_positive_int, check_real
 
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
@@ -80,7 +81,11 @@ _HALF_FLOATS = (jnp.dtype("float16"), jnp.dtype("bfloat16"))
 def _check_X(X, where, dtype=None):
     """``X`` as a 2-D float array with at least one row and one feature. Half-precision
     input is computed in float32 (Cholesky factorisations need at least that)."""
-    X = as_float_array(X, "X", where, dtype=dtype)
+    return _check_X_shape(as_float_array(X, "X", where, dtype=dtype), where)
+
+
+def _check_X_shape(X, where):
+    """:func:`_check_X`'s checks of a float array (JAX or numpy)."""
     if X.ndim != 2:
         raise ValueError(f"{where}: X must be 2-D (n_samples, n_features), got shape {tuple(X.shape)}")
     if X.shape[0] == 0 or X.shape[1] == 0:
@@ -95,10 +100,16 @@ def _check_gmm_X(gmm, X, where):
     checks of :func:`_check_X` and the feature count. Values are checked by the caller's
     executable (:func:`_row_summary`, then :func:`_raise_for_rows`): a separate check would
     compile once more per size."""
-    X = _check_X(X, where, dtype=jnp.result_type(gmm.means.dtype, jnp.result_type(X)))
+    dtype = jnp.result_type(gmm.means.dtype, jnp.result_type(X))
+    if isinstance(X, jax.Array):
+        X = _check_X(X, where, dtype=dtype)
+    else:  # converted and padded on the host, then moved to the device once
+        X = _check_X_shape(_host_float_array(X, "X", where, dtype=dtype), where)
     if X.shape[1] != gmm.means.shape[-1]:
         raise ValueError(f"{where}: X has {X.shape[1]} features but the mixture has {gmm.means.shape[-1]}")
-    return pad_to(X, padded_size(X)), X.shape[0]
+    n = X.shape[0]
+    X = pad_to(X, padded_size(X))
+    return (jax.device_put(X) if isinstance(X, np.ndarray) else X), n
 
 
 def _row_summary(X):
@@ -120,7 +131,8 @@ def _raise_for_rows(summary, X, where, name, what="", n=None):
     (the rest is zero padding)."""
     if isinstance(X, jax.core.Tracer):
         return
-    row, top = int(summary[0]), float(summary[1])
+    row, top = jax.device_get(summary)  # one transfer for both
+    row, top = int(row), float(top)
     if row >= 0:
         raise ValueError(f"{where}: {what}{name} contains NaN or inf (first at row {row})")
     d = X.shape[1]

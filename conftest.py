@@ -1,6 +1,7 @@
 """Root pytest configuration, for the tests and the docstring examples alike: float64 on,
 CPU only, JAX's persistent compilation cache (TOOLKIT_JAX_CACHE=0 turns it off), and the
 names docstring examples use."""
+import gc
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -23,3 +24,14 @@ if os.environ.get("TOOLKIT_JAX_CACHE", "1") != "0":
 @pytest.fixture(autouse=True)
 def _doctest_names(doctest_namespace):
     doctest_namespace.update(jax=jax, jnp=jnp, np=np)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_executables():
+    """Drop every compiled executable after each test module. XLA's CPU backend maps a
+    few memory regions per executable and keeps them while the executable lives; a full
+    run compiles thousands, and at the kernel's limit (vm.max_map_count, 65530 by default)
+    XLA aborts mid-compile. Later modules reload what they share from the persistent cache."""
+    yield
+    jax.clear_caches()
+    gc.collect()

@@ -305,6 +305,23 @@ def test_mean_of_nothing_or_bad_weights_raises():
         so3.mean(Rs, weights=np.r_[1.0, -1.0], method="geodesic")
 
 
+def test_kabsch_refuses_points_on_one_line_through_the_origin():
+    """One point, or collinear ones, leave the rotation about their line free: any answer
+    would look plausible, so concrete input raises."""
+    d = np.array([1.0, 2.0, -0.5])
+    R = np.asarray(so3.exp(np.array([0.3, -0.2, 0.5])))
+    for P in (d[None], np.outer([1.0, -2.0, 3.5], d), np.zeros((4, 3))):
+        with pytest.raises(ValueError, match="so3.kabsch: argument 'P': the points .* one line through the origin"):
+            so3.kabsch(P, P @ R.T)
+    P = np.stack([np.outer([1.0, 2.0], d), np.eye(3)[:2]])  # set 0 degenerate, set 1 fine
+    with pytest.raises(ValueError, match=r"point set \(0,\)"):
+        so3.kabsch(P, P @ R.T)
+    w = np.array([1.0, 0.0, 0.0])  # only one point counts
+    with pytest.raises(ValueError, match="one line"):
+        so3.kabsch(np.eye(3), np.eye(3) @ R.T, weights=w)
+    np.testing.assert_allclose(so3.kabsch(np.eye(3)[:2], np.eye(3)[:2] @ R.T), R, atol=1e-12)
+
+
 @pytest.mark.parametrize("fn", ["kabsch", "fit"])
 def test_batch_shapes_that_do_not_broadcast_name_both(fn):
     with pytest.raises(ValueError, match=r"batch shapes do not broadcast: P \(0,\), Q \(2,\)"):
@@ -335,7 +352,7 @@ def test_property_kabsch_bad_input(batch, n, dtype, bad):
     elif n and bad == "nan_p":
         P[..., 0, 0] = np.nan
     nonempty = np.prod(batch, dtype=int) > 0
-    if n == 0 or (bad != "none" and nonempty):
+    if n == 0 or (bad != "none" and nonempty) or (n == 1 and nonempty):
         with pytest.raises(ValueError, match="so3.kabsch: (argument '(weights|P)'|P and Q hold no points)"):
             so3.kabsch(P, Q, weights=w)
         return
@@ -343,7 +360,7 @@ def test_property_kabsch_bad_input(batch, n, dtype, bad):
     assert out.shape == batch + (3, 3)
     tol = 1e-4 if dtype == "float32" else 1e-10
     np.testing.assert_allclose(out @ np.swapaxes(out, -1, -2), np.broadcast_to(np.eye(3), out.shape), atol=tol)
-    if n >= 3:  # fewer points leave a rotation about their span free
+    if n >= 2:  # two independent directions determine the rotation
         np.testing.assert_allclose(out, np.broadcast_to(R, out.shape), atol=tol)
 
 

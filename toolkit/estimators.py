@@ -239,6 +239,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         # kept as numpy float64: a pickle round trip then keeps float64 even in a process
         # where JAX's x64 is off (JAX arrays would come back as float32 there)
         self._gmm = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), g)
+        self._to_device()
         self.weights_ = np.asarray(g.weights, np.float64)
         self.means_ = np.asarray(g.means, np.float64)
         self.covariances_ = np.asarray(g.covariances, np.float64)
@@ -254,18 +255,25 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return self._mixture(), np.asarray(self._validate(X, reset=False), np.float64)
 
     def _mixture(self):
-        """The fitted mixture as float64 JAX arrays (call inside ``scoped_x64``), converted
-        once per fit: a conversion per call would cost more than a small predict itself."""
-        cached = self.__dict__.get("_gmm_device")
-        if cached is None or cached[0] is not self._gmm:
-            cached = self._gmm, jax.tree_util.tree_map(lambda a: jax.device_put(np.asarray(a, np.float64)), self._gmm)
-            self.__dict__["_gmm_device"] = cached
-        return cached[1]
+        """The fitted mixture as float64 JAX arrays, converted once per fit (in ``_set``, or
+        on unpickling): a conversion per call would cost more than a small predict."""
+        if "_gmm_device" not in self.__dict__:  # restored by a path that skipped __setstate__
+            self._to_device()
+        return self._gmm_device
+
+    def _to_device(self):
+        with scoped_x64():
+            self._gmm_device = jax.tree_util.tree_map(lambda a: jax.device_put(np.asarray(a, np.float64)), self._gmm)
 
     def __getstate__(self):
         state = super().__getstate__()
-        state.pop("_gmm_device", None)  # device arrays: rebuilt on use (float64 whatever x64 is there)
+        state.pop("_gmm_device", None)  # device arrays: rebuilt in float64 whatever x64 is there
         return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if "_gmm" in state:
+            self._to_device()
 
     def _infer(self, fn, X):
         """``fn`` (a jitted function of toolkit.gmm.model) on X as a numpy array of

@@ -10,7 +10,7 @@ import numpy as np
 from jax import lax
 
 from .._buckets import bucket, pad_to, should_pad, unpad
-from .._checks import as_float_array, check_choice, check_finite, check_trailing, check_weights
+from .._checks import as_float_array, check_choice, check_finite, check_trailing, check_weights, is_concrete
 from .group import _safe_norm, _svd_rotation
 from .maps import _exp, _log, _vec
 
@@ -79,7 +79,9 @@ def kabsch(P, Q, weights=None):
     Raises:
       ValueError: shapes do not end in ``(N, 3)``, N differs between P and Q or is 0,
         batch shapes do not broadcast, weights negative, non-finite or all zero, or
-        (concrete input) NaN/inf points.
+        (concrete input) NaN/inf points, or points of positive weight all on one line
+        through the origin (one point, say), which leave the rotation about that line
+        undetermined. Under ``jit`` such points give one of the rotations that fit them.
 
     >>> from toolkit import so3
     >>> R = so3.exp(jnp.array([0.1, 0.2, 0.3])); P = jnp.eye(3)
@@ -90,13 +92,32 @@ def kabsch(P, Q, weights=None):
     check_finite(P, "P", "so3.kabsch")
     check_finite(Q, "Q", "so3.kabsch")
     (P, Q), w = _pad_points([(P, 1, 0), (Q, 1, 0)], _weights(weights, P, "so3.kabsch"))
-    return _kabsch(P, Q, w)
+    R, undetermined = _kabsch_checked(P, Q, w)
+    if is_concrete(undetermined) and np.any(undetermined):
+        at = np.argwhere(np.asarray(undetermined))[0]
+        who = f"point set {tuple(int(i) for i in at)}" if at.size else "the points"
+        raise ValueError(f"so3.kabsch: argument 'P': {who} (with positive weight) lie on one line through the "
+                         f"origin (or at it), so the rotation about that line is undetermined; it takes 2 "
+                         f"independent directions")
+    return R
 
 
 @jax.jit
 def _kabsch(P, Q, w):
     H = jnp.einsum("...n,...ni,...nj->...ij", w, Q, P)  # sum w q p^T; R = argmax tr(R^T H)
     return _svd_rotation(H)
+
+
+@jax.jit
+def _kabsch_checked(P, Q, w):
+    """``(R, undetermined)``: the rotation is unique iff the weighted points span at least
+    2 directions, i.e. the second eigenvalue of ``sum w p p^T`` is not negligible."""
+    M = jnp.einsum("...n,...ni,...nj->...ij", w, P, P)
+    lam = jnp.linalg.eigvalsh(M)  # ascending
+    eps = jnp.finfo(P.dtype).eps
+    undetermined = ~(lam[..., 1] > 100 * eps * lam[..., 2])
+    batch = jnp.broadcast_shapes(P.shape[:-2], Q.shape[:-2], w.shape[:-1])
+    return _kabsch(P, Q, w), jnp.broadcast_to(undetermined, batch)
 
 
 class FitInfo(NamedTuple):

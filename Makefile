@@ -7,6 +7,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.toolkit-installed
 PYTEST_ARGS ?=
+# Test files run in parallel worker processes (pytest-xdist), one file per worker at a
+# time: most of a cold run is XLA compiling, one executable at a time per process.
+TEST_JOBS ?= -n auto --maxprocesses=4 --dist loadfile
 
 .PHONY: venv run test test-slow test-all bench clean
 
@@ -26,7 +29,7 @@ run: $(STAMP)
 # pytest exits 5 when it collects no test at all; that alone is not a failure
 # (every other non-zero code is passed on unchanged).
 test: $(STAMP)
-	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	@$(PY) -m pytest $(TEST_JOBS) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
 test-slow: $(STAMP)

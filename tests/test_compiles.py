@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from toolkit import conic, gmm, so3
-from toolkit._buckets import bucket
+from toolkit._buckets import FINE_FROM, bucket
 from toolkit._monitor import CompileLog
 from toolkit.estimators import GaussianMixture
 
@@ -37,8 +37,8 @@ def test_buckets_are_few_and_tight():
     sizes = range(1, 100_000, 37)
     assert all(bucket(n) >= n for n in sizes)
     assert all(bucket(bucket(n)) == bucket(n) for n in sizes)
-    assert max(bucket(n) / n for n in range(9, 32768)) <= 1.5
-    assert max(bucket(n) / n for n in range(32769, 100_000, 7)) <= 1.125
+    assert max(bucket(n) / n for n in range(9, FINE_FROM)) <= 1.5
+    assert max(bucket(n) / n for n in range(FINE_FROM + 1, 100_000, 7)) <= 1.125
     assert len({bucket(n) for n in range(1000, 2001)}) == 3  # 1024, 1536, 2048
 
 

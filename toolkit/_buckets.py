@@ -10,8 +10,8 @@ Buckets are ``2^e`` and ``1.5 * 2^e`` (at most 50% padding, two executables per
 doubling) up to :data:`FINE_FROM` rows, and eight per doubling above it, where the
 run time of the padding rows would outweigh a compilation (at most 12.5% padding).
 
->>> [bucket(n) for n in (1, 3, 5, 9, 100, 1000, 1100, 1600, 2000, 50_000)]
-[1, 4, 8, 12, 128, 1024, 1536, 2048, 2048, 53248]
+>>> [bucket(n) for n in (1, 3, 5, 9, 100, 1000, 1100, 1600, 2000, 20_000, 50_000)]
+[1, 4, 8, 12, 128, 1024, 1536, 2048, 2048, 20480, 53248]
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import numpy as np
 __all__ = ["bucket", "padded_size", "pad_to", "unpad", "should_pad", "MIN_BUCKET", "FINE_FROM"]
 
 MIN_BUCKET = 8
-FINE_FROM = 32768
+FINE_FROM = 8192
 
 
 def bucket(n: int) -> int:

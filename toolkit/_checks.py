@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["as_float_array", "check_trailing", "is_concrete", "check_finite", "check_choice", "result_dtype",
-           "check_positive_int", "check_real", "check_weights", "is_readable", "scoped_x64"]
+           "check_positive_int", "check_real", "check_weights", "is_readable", "as_scalar", "scoped_x64"]
 
 
 def result_dtype(*dtypes) -> jnp.dtype:
@@ -141,6 +141,14 @@ def check_weights(w: Any, name: str, where: str, *, axis=-1) -> None:
     if np.any(total <= 0):
         raise ValueError(f"{where}: argument {name!r} must have a positive total" +
                          (" in every set" if np.ndim(total) else "") + ", got all zeros")
+
+
+def as_scalar(value: Any, dtype) -> Any:
+    """``value`` as a 0-d array of ``dtype`` for a jitted call: numpy for Python and numpy
+    numbers (jnp.asarray would compile a conversion), JAX for arrays and tracers."""
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return np.asarray(value, dtype)
+    return jnp.asarray(value, dtype)
 
 
 def scoped_x64():

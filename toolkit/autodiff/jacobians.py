@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import jax
+from jax.typing import ArrayLike
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -135,7 +136,7 @@ def hessian(f: Callable, argnums: int | Sequence[int] = 0) -> Callable:
     return jax.hessian(f, argnums=argnums)
 
 
-def hvp(f: Callable, x, v):
+def hvp(f: Callable, x: ArrayLike, v: ArrayLike) -> jax.Array:
     """Hessian-vector product ``H(x) v`` of a scalar ``f`` without forming H.
 
     Forward-over-reverse: one JVP of ``grad f``, about the cost of two gradients.

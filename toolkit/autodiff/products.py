@@ -1,7 +1,7 @@
 """Vector-Jacobian and Jacobian-vector products with explicit (co)tangents, elementwise derivatives and per-example gradients."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +12,7 @@ from ._util import _check_like, _shape_str
 # ----------------------------------------------------------------------------- VJP / JVP
 
 
-def vjp(f: Callable, *primals, cotangent):
+def vjp(f: Callable, *primals: Any, cotangent: Any) -> tuple[Any, tuple]:
     """Vector-Jacobian product: ``cotangent^T J`` (PyTorch's ``y.backward(grad_outputs)``).
 
     Args:
@@ -40,7 +40,7 @@ def vjp(f: Callable, *primals, cotangent):
     return grads[0] if len(primals) == 1 else grads
 
 
-def jvp(f: Callable, primals: Sequence, tangents: Sequence):
+def jvp(f: Callable, primals: Sequence, tangents: Sequence) -> tuple[Any, Any]:
     """Jacobian-vector product: ``(f(*primals), J tangents)``.
 
     Args:
@@ -113,7 +113,7 @@ def elementwise_grad(f: Callable, order: int = 1, *, check: bool = False) -> Cal
     return wrapped
 
 
-def per_example_grads(loss: Callable, params, batch):
+def per_example_grads(loss: Callable, params: Any, batch: Any) -> Any:
     """Gradient of ``loss(params, example)`` for every example of ``batch`` (vmap of grad).
 
     Args:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Callable, NamedTuple
 
 import jax
+from jax.typing import ArrayLike
 import jax.numpy as jnp
 import numpy as np
 
@@ -49,7 +50,7 @@ def _pattern_coo(sparsity):
     return m.tocsr()
 
 
-def jacobian_coloring(sparsity) -> Coloring:
+def jacobian_coloring(sparsity: ArrayLike) -> Coloring:
     """Greedy distance-2 colouring of the columns of a sparsity pattern (on the host).
 
     Two columns conflict when some row has non-zeros in both; conflicting columns get
@@ -86,7 +87,7 @@ def jacobian_coloring(sparsity) -> Coloring:
                     cols=coo.col[order_nz].astype(np.int64), shape=tuple(csr.shape))
 
 
-def sparse_jacobian(f: Callable, x, sparsity):
+def sparse_jacobian(f: Callable, x: ArrayLike, sparsity: ArrayLike | Coloring) -> jax.Array:
     """Jacobian of ``f`` at ``x`` as a ``jax.experimental.sparse.BCOO``, by graph colouring.
 
     Cost: one JVP per colour (``jacobian_coloring``); memory ``O(n_colors * n_out + nnz)``,

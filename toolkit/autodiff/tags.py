@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -41,7 +41,7 @@ def _tagging(state: _TagState):
         _STATE.tags = None
 
 
-def tag(name: str, x):
+def tag(name: str, x: Any) -> Any:
     """Mark an intermediate value so :func:`intermediate_grads` reports ``d f / d x``.
 
     Outside ``intermediate_grads`` this is the identity, so tagged functions run as
@@ -67,7 +67,7 @@ def tag(name: str, x):
     return x + state.perturb[name]
 
 
-def intermediate_grads(f: Callable, *args):
+def intermediate_grads(f: Callable, *args: Any) -> Any:
     """Value of a scalar ``f(*args)`` and its gradient with respect to every tagged intermediate.
 
     Pure and jit-able: ``f`` is traced once to find the tags, then differentiated with

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 
 import jax
+from jax.typing import ArrayLike
 import jax.numpy as jnp
 import numpy as np
 
@@ -21,7 +22,7 @@ def _coeffs(coeffs, where):
     return c
 
 
-def classify(coeffs):
+def classify(coeffs: ArrayLike) -> jax.Array:
     """Kind code(s) ``(...,)`` of conic coefficients ``(..., 6)`` (scale-invariant test)."""
     c = _coeffs(coeffs, "conic.classify")
     return _classify_jit(c)
@@ -32,7 +33,7 @@ def _classify_jit(c):
     return _classify(c, _rtol(c.dtype))
 
 
-def geometry(coeffs) -> ConicGeometry:
+def geometry(coeffs: ArrayLike) -> ConicGeometry:
     """Centre, semi-axes, angle, eccentricity, foci (and asymptotes) of conics.
 
     Args:
@@ -85,7 +86,8 @@ def _geometry(c):
     return jax.tree_util.tree_map(lambda x: x.reshape(batch + x.shape[1:]), geo)
 
 
-def from_geometry(center, semi_axes, angle, *, kind="ellipse"):
+def from_geometry(center: ArrayLike, semi_axes: ArrayLike, angle: ArrayLike, *,
+                  kind: str = "ellipse") -> jax.Array:
     """Unit-norm coefficients ``(..., 6)`` of the conic with the given geometry.
 
     Args:
@@ -129,7 +131,7 @@ def _from_geometry(ctr, ax, ang, code):
     return theta / jnp.linalg.norm(theta, axis=-1, keepdims=True)
 
 
-def residuals(coeffs, points, *, kind: str = "algebraic"):
+def residuals(coeffs: ArrayLike, points: ArrayLike, *, kind: str = "algebraic") -> jax.Array:
     """Residuals of points ``(..., N, 2)`` w.r.t. conics ``(..., 6)`` -> ``(..., N)``.
 
     kind="algebraic": ``theta . z(p)`` with theta scaled to unit norm.
@@ -179,7 +181,7 @@ def _denorm_matrix_inv(m, s, theta):
     return _unit(_denormalise(theta, -m * s[..., None], 1.0 / s))
 
 
-def sample(coeffs, n: int, *, t_max: float = 2.0):
+def sample(coeffs: ArrayLike, n: int, *, t_max: float = 2.0) -> jax.Array:
     """``n`` points on each conic: ``(..., n, 2)``.
 
     Ellipses: evenly spaced in the parametric angle. Hyperbolas: both branches,

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import jax
+from jax.typing import ArrayLike
 import jax.numpy as jnp
 import numpy as np
 
 from .._buckets import bucket, should_pad
-from .._checks import as_float_array, check_choice, check_finite, check_trailing, check_weights, is_concrete
+from .._checks import as_float_array, as_scalar, check_choice, check_finite, check_trailing, check_weights, is_concrete
 from .._xla import tuned_jit as _jit
 from .distance import _distances, _frame, _sampson
 from .geometric import _geometric, _kind_ok
@@ -91,7 +92,8 @@ def _finite_or_x2(theta):
                      jnp.zeros_like(theta).at[..., 0].set(1.0))
 
 
-def fit(points, *, kind: str = "any", method: str = "direct", weights=None, max_iter: int = 50,
+def fit(points: ArrayLike, *, kind: str = "any", method: str = "direct", weights: ArrayLike | None = None,
+        max_iter: int = 50,
         tol: float = 1e-10, residual: str = "exact") -> ConicFit:
     """Fit a conic to 2-D points, batched over leading axes.
 
@@ -122,7 +124,8 @@ def fit(points, *, kind: str = "any", method: str = "direct", weights=None, max_
     Performance: the fit runs as a few jitted stages (compiled once per shape; the
     per-point stages are shared by every kind). The fit and point counts are padded to
     size buckets (:mod:`toolkit._buckets`), so a new count rarely compiles anew; problems
-    of up to 32k points compile with light XLA optimisation. Call it directly on arrays; wrapping it in ``jax.jit`` also works (it
+    of up to 32k points compile with light XLA optimisation. Call it directly on arrays;
+    wrapping it in ``jax.jit`` also works (it
     then becomes part of the caller's computation).
 
     Example:
@@ -169,7 +172,7 @@ def fit(points, *, kind: str = "any", method: str = "direct", weights=None, max_
     else:
         theta, ok = _per_set_solver_jit(flat, wf, st, solver=how.solver, target=kind, light_compile=light)
     if how.refine:
-        theta = _geometric_jit(flat, wf, st, theta, jnp.asarray(tol, pts.dtype), target=kind, max_iter=max_iter,
+        theta = _geometric_jit(flat, wf, st, theta, as_scalar(tol, pts.dtype), target=kind, max_iter=max_iter,
                                light_compile=light)
     want = np.int32(_FIT_KINDS.index(kind))
     concrete = is_concrete(st.valid)
@@ -195,12 +198,11 @@ def _pad_host(pts, w, nb, n):
     P = np.asarray(pts).reshape(nb, n, 2)
     W = None if w is None else np.broadcast_to(np.asarray(w), pts.shape[:-1]).reshape(nb, n)
     b, m = bucket(nb), bucket(n)
-    if m > n and W is None:
+    if W is None:  # always weights: an exact bucket size then shares the padded sizes' executables
         W = np.ones((nb, n), P.dtype)
     P = np.pad(P, ((0, b - nb), (0, m - n), (0, 0)), mode="edge")
-    if W is not None:
-        W = np.pad(np.pad(W, ((0, 0), (0, m - n))), ((0, b - nb), (0, 0)), mode="edge")
-        W = jax.device_put(W, next(iter(w.devices())) if w is not None else None)
+    W = np.pad(np.pad(W, ((0, 0), (0, m - n))), ((0, b - nb), (0, 0)), mode="edge")
+    W = jax.device_put(W, next(iter(w.devices())) if isinstance(w, jax.Array) else None)
     return jax.device_put(P, next(iter(pts.devices()))), W
 
 

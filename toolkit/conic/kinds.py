@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax
+from jax.typing import ArrayLike
 import jax.numpy as jnp
 import numpy as np
 
@@ -56,7 +57,7 @@ class ConicGeometry(NamedTuple):
     asymptotes: jax.Array
 
 
-def kind_name(kind) -> str | list:
+def kind_name(kind: ArrayLike) -> str | list:
     """String name(s) of integer kind code(s): ``kind_name(0) == "ellipse"``."""
     arr = np.asarray(kind)
     if arr.ndim == 0:

@@ -13,6 +13,7 @@ import dataclasses
 from typing import Any, Callable, NamedTuple
 
 import jax
+from jax.typing import ArrayLike
 import jax.numpy as jnp
 from jax import lax
 from jax.scipy.linalg import solve_triangular
@@ -21,7 +22,7 @@ from .._checks import as_float_array
 from .types import GMM
 
 
-def weighted_moments(X, w):
+def weighted_moments(X: ArrayLike, w: ArrayLike) -> tuple[jax.Array, jax.Array]:
     """Weighted mean and population covariance.
 
     Args:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 
 import jax
+from jax.typing import ArrayLike
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -184,7 +185,7 @@ def _e_step_jit(gmm, X, sw):
 _m_step_jit = jax.jit(_m_step, static_argnums=(3, 4))
 
 
-def e_step(gmm: GMM, X, sample_weight=None):
+def e_step(gmm: GMM, X: ArrayLike, sample_weight: ArrayLike | None = None) -> tuple[jax.Array, jax.Array]:
     """E-step: ``(mean log-likelihood, log_resp (n, k))``."""
     X, n = _check_gmm_X(gmm, X, "gmm.e_step")
     sw = np.ones(n, X.dtype) if sample_weight is None else as_float_array(sample_weight, "sample_weight",
@@ -196,8 +197,8 @@ def e_step(gmm: GMM, X, sample_weight=None):
     return mean_ll, unpad(log_resp, n)
 
 
-def m_step(X, log_resp, *, covariance_type: str = "full", reg_covar: float = 1e-6, shrinkage=None,
-           sample_weight=None) -> GMM:
+def m_step(X: ArrayLike, log_resp: ArrayLike, *, covariance_type: str = "full", reg_covar: float = 1e-6,
+           shrinkage: float | str | None = None, sample_weight: ArrayLike | None = None) -> GMM:
     """M-step: the mixture maximising the expected log-likelihood under ``exp(log_resp) (n, k)``."""
     X = _check_X(X, "gmm.m_step")
     check_choice(covariance_type, COVARIANCE_TYPES, "covariance_type", "gmm.m_step")

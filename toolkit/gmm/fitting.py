@@ -7,15 +7,16 @@ import warnings
 from typing import Any
 
 import jax
+from jax.typing import ArrayLike
 import jax.numpy as jnp
 import numpy as np
 
 from .._buckets import pad_to, padded_size, unpad
-from .._checks import as_float_array, check_real, check_weights, is_readable
+from .._checks import as_float_array, as_scalar, check_real, check_weights, is_readable
 from .._xla import tuned_jit
 from .em import _em, _m_step, _small
 from .init import _init_resp
-from .types import FitInfo, RegularizationWarning, _check_X, _check_fit_options, _raise_for_rows, _row_summary
+from .types import GMM, FitInfo, RegularizationWarning, _check_X, _check_fit_options, _raise_for_rows, _row_summary
 
 
 # ----------------------------------------------------------------------------- fit
@@ -88,9 +89,10 @@ def _pick(first, rest, center, data_ok):
     return _best_restart(*runs, center, data_ok)
 
 
-def fit(key, X, n_components: int, *, covariance_type: str = "full", reg_covar: float = 1e-6, shrinkage=None,
-        init: Any = "kmeans++", n_init: int = 1, max_iter: int = 100, tol: float = 1e-3, sample_weight=None,
-        prev_lower_bound: float | None = None):
+def fit(key: jax.Array, X: ArrayLike, n_components: int, *, covariance_type: str = "full", reg_covar: float = 1e-6,
+        shrinkage: float | str | None = None,
+        init: Any = "kmeans++", n_init: int = 1, max_iter: int = 100, tol: float = 1e-3,
+        sample_weight: ArrayLike | None = None, prev_lower_bound: float | None = None) -> tuple[GMM, FitInfo]:
     """Fit a Gaussian mixture by EM (one jitted ``lax.while_loop``; restarts vmapped).
 
     Args:
@@ -146,9 +148,9 @@ def fit(key, X, n_components: int, *, covariance_type: str = "full", reg_covar: 
     # executable whatever n_init is, so it reproduces the n_init=1 fit bit for bit (a
     # vmapped copy may reduce in another order): more restarts never give a lower bound.
     run = _runner(m, d, int(n_components), X.dtype, covariance_type, shrinkage)
-    args = (X, sw, gmm_init, jnp.asarray(reg_covar, X.dtype), jnp.asarray(tol, X.dtype), int(n_components),
+    args = (X, sw, gmm_init, as_scalar(reg_covar, X.dtype), as_scalar(tol, X.dtype), int(n_components),
             covariance_type, shrinkage, init if gmm_init is None else "warm", np.int32(max_iter),
-            jnp.asarray(-np.inf if prev_lower_bound is None else prev_lower_bound, X.dtype))
+            as_scalar(-np.inf if prev_lower_bound is None else prev_lower_bound, X.dtype))
     hist_len = _history_length(int(max_iter))
     (first, picked), center, data_ok, (bad_row, top, variance) = run(key, *args, (0, 1, False), hist_len)
     rest = run(key, *args, (1, int(n_init) - 1, True), hist_len)[0] if n_init > 1 else None

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import jax
+from jax.typing import ArrayLike
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
@@ -13,7 +14,8 @@ from .em import _weighted_log_prob
 from .types import COVARIANCE_TYPES, GMM, _check_gmm_X, _raise_for_rows, _row_summary
 
 
-def from_covariances(weights, means, covariances, covariance_type: str = "full") -> GMM:
+def from_covariances(weights: ArrayLike, means: ArrayLike, covariances: ArrayLike,
+                     covariance_type: str = "full") -> GMM:
     """Build a :class:`GMM` from weights, means and covariances (computes precisions_cholesky)."""
     check_choice(covariance_type, COVARIANCE_TYPES, "covariance_type", "gmm.from_covariances")
     means = as_float_array(means, "means", "gmm.from_covariances")
@@ -59,22 +61,22 @@ def _call(fn, gmm, X, where, *, pass_n=False, host=False):
     return out, n
 
 
-def log_prob(gmm: GMM, X):
+def log_prob(gmm: GMM, X: ArrayLike) -> jax.Array:
     """Log density of the mixture at each point: ``(n,)``."""
     return unpad(*_call(_log_prob, gmm, X, "gmm.log_prob"))
 
 
-def score(gmm: GMM, X):
+def score(gmm: GMM, X: ArrayLike) -> jax.Array:
     """Mean log-likelihood per sample (scikit-learn's ``score``)."""
     return _call(_score, gmm, X, "gmm.score", pass_n=True)[0]
 
 
-def predict_proba(gmm: GMM, X):
+def predict_proba(gmm: GMM, X: ArrayLike) -> jax.Array:
     """Posterior component probabilities ``(n, k)``."""
     return unpad(*_call(_predict_proba, gmm, X, "gmm.predict_proba"))
 
 
-def predict(gmm: GMM, X):
+def predict(gmm: GMM, X: ArrayLike) -> jax.Array:
     """Most probable component per point ``(n,)``."""
     return unpad(*_call(_predict, gmm, X, "gmm.predict"))
 
@@ -85,7 +87,7 @@ def _full_cov(gmm):
     return COVARIANCE[gmm.covariance_type].as_full(gmm.covariances, k, d)
 
 
-def sample(key, gmm: GMM, n: int):
+def sample(key: jax.Array, gmm: GMM, n: int) -> tuple[jax.Array, jax.Array]:
     """Draw ``n`` points: ``(X (n, d), labels (n,))``."""
     if not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"gmm.sample: n must be a positive int, got {n!r}")
@@ -103,13 +105,13 @@ def n_parameters(gmm: GMM) -> int:
     return int(COVARIANCE[gmm.covariance_type].n_params(k, d) + k * d + k - 1)
 
 
-def bic(gmm: GMM, X):
+def bic(gmm: GMM, X: ArrayLike) -> jax.Array:
     """Bayesian information criterion (lower is better)."""
     mean_ll, n = _call(_score, gmm, X, "gmm.bic", pass_n=True)
     return -2 * mean_ll * n + n_parameters(gmm) * np.log(n)
 
 
-def aic(gmm: GMM, X):
+def aic(gmm: GMM, X: ArrayLike) -> jax.Array:
     """Akaike information criterion (lower is better)."""
     mean_ll, n = _call(_score, gmm, X, "gmm.aic", pass_n=True)
     return -2 * mean_ll * n + 2 * n_parameters(gmm)

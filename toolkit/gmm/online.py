@@ -14,7 +14,7 @@ from .._checks import check_positive_int, result_dtype
 from .covariance import _params_from_stats, _rank_deficient
 from .em import _e_stats, _features, _use_features
 from .fitting import fit
-from .types import FitInfo, _check_fit_options
+from .types import GMM, FitInfo, _check_fit_options
 from .sources import _Source
 from .streaming import _stats_zero
 
@@ -37,10 +37,11 @@ def _online_step(g, S, X, w, center, rho, covariance_type, shrinkage, fast, reg_
     return _params_from_stats(S, reg_covar, covariance_type, shrinkage), S, ll / wb
 
 
-def fit_online(key, batches, n_components: int, *, covariance_type: str = "full", reg_covar: float = 1e-6,
-               shrinkage=None, init: Any = "kmeans++", step_size: float | Callable[[int], float] | None = None,
-               n_epochs: int = 1, batch_size: int | None = None, dtype=None,
-               callback: Callable[[int, float], Any] | None = None):
+def fit_online(key: jax.Array, batches: Any, n_components: int, *, covariance_type: str = "full",
+               reg_covar: float = 1e-6, shrinkage: float | str | None = None, init: Any = "kmeans++",
+               step_size: float | Callable[[int], float] | None = None, n_epochs: int = 1,
+               batch_size: int | None = None, dtype: Any = None,
+               callback: Callable[[int, float], Any] | None = None) -> tuple[GMM, FitInfo]:
     """Online (stochastic) EM: one M-step per batch, for data seen once (approximate).
 
     Cappé & Moulines (2009): the running normalised statistics move toward each batch's,

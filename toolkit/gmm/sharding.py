@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import jax
+from jax.typing import ArrayLike
 import jax.numpy as jnp
 import numpy as np
 
@@ -30,7 +31,8 @@ def _row_sharding(mesh, ndim=2):
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*spec))
 
 
-def shard_rows(X, mesh=None, *, sample_weight=None):
+def shard_rows(X: ArrayLike, mesh: jax.sharding.Mesh | None = None, *,
+               sample_weight: ArrayLike | None = None) -> tuple[jax.Array, jax.Array]:
     """Pad ``X`` to a multiple of the device count and shard its rows over a device mesh.
 
     Args:

@@ -18,7 +18,7 @@ from .covariance import COVARIANCE, _Stats, _needs_fourth_moment, _params_from_s
 from .em import _e_stats, _features, _stats_from_resp, _use_features
 from .fitting import _best_restart
 from .init import _assign, _init_resp, _kmeans_pp, _lloyd_centers, _lloyd_iters, _lloyd_sums, _lloyd_update, _row_uniform
-from .types import _check_fit_options
+from .types import GMM, FitInfo, _check_fit_options
 from .sharding import _dev, _process_gather, _process_sum
 from .sources import _Source
 
@@ -194,10 +194,12 @@ def _scan(src, key, *, reservoir_size, mesh):
     return wx / wtot, wtot, res
 
 
-def fit_batches(key, batches, n_components: int, *, covariance_type: str = "full", reg_covar: float = 1e-6,
-                shrinkage=None, init: Any = "kmeans++", n_init: int = 1, max_iter: int = 100, tol: float = 1e-3,
-                batch_size: int | None = None, init_size: int = 100_000, dtype=None, mesh=None,
-                callback: Callable[[int, float], Any] | None = None, progress: bool | None = None):
+def fit_batches(key: jax.Array, batches: Any, n_components: int, *, covariance_type: str = "full",
+                reg_covar: float = 1e-6, shrinkage: float | str | None = None, init: Any = "kmeans++",
+                n_init: int = 1, max_iter: int = 100, tol: float = 1e-3, batch_size: int | None = None,
+                init_size: int = 100_000, dtype: Any = None, mesh: jax.sharding.Mesh | None = None,
+                callback: Callable[[int, float], Any] | None = None,
+                progress: bool | None = None) -> tuple[GMM, FitInfo]:
     """Streaming (out-of-core) EM: one pass over the batches per iteration.
 
     Each pass sums the EM statistics batch by batch in one jitted step (every batch is

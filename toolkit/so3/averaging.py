@@ -4,11 +4,12 @@ from __future__ import annotations
 import functools
 
 import jax
+from jax.typing import ArrayLike
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .._checks import as_float_array, check_choice, check_trailing
+from .._checks import as_float_array, as_scalar, check_choice, check_trailing
 from .fitting import _pad_points, _weights
 from .group import _safe_norm, _svd_rotation
 from .maps import _exp, _log
@@ -17,7 +18,8 @@ from .maps import _exp, _log
 _MEANS = ("chordal", "geodesic")
 
 
-def mean(Rs, weights=None, *, method: str = "chordal", max_iter: int = 50, tol: float | None = None):
+def mean(Rs: ArrayLike, weights: ArrayLike | None = None, *, method: str = "chordal", max_iter: int = 50,
+         tol: float | None = None) -> jax.Array:
     """Average of rotations.
 
     "chordal": the rotation nearest (Frobenius) to the weighted mean matrix, via SVD.
@@ -42,7 +44,7 @@ def mean(Rs, weights=None, *, method: str = "chordal", max_iter: int = 50, tol: 
     w = _weights(weights, Rs, where, name="Rs", item_ndim=2)
     (Rs,), w = _pad_points([(Rs, 2, np.eye(3))], w)  # identities of zero weight: log() stays finite
     tol = tol if tol is not None else (1e-12 if Rs.dtype == jnp.float64 else 1e-6)
-    return _mean(Rs, w, jnp.asarray(tol, Rs.dtype), np.int32(max_iter), method)
+    return _mean(Rs, w, as_scalar(tol, Rs.dtype), np.int32(max_iter), method)
 
 
 @functools.partial(jax.jit, static_argnums=(4,))

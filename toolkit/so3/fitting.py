@@ -5,12 +5,13 @@ import functools
 from typing import NamedTuple
 
 import jax
+from jax.typing import ArrayLike
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
 from .._buckets import bucket, pad_to, should_pad, unpad
-from .._checks import as_float_array, check_choice, check_finite, check_trailing, check_weights, is_concrete
+from .._checks import as_float_array, as_scalar, check_choice, check_finite, check_trailing, check_weights, is_concrete
 from .group import _safe_norm, _svd_rotation
 from .maps import _exp, _log, _vec
 
@@ -65,7 +66,7 @@ def _pad_points(arrays, w):
     return [pad_to(a, m, axis=-1 - item, fill=fill) for a, item, fill in arrays], pad_to(w, m, axis=-1)
 
 
-def kabsch(P, Q, weights=None):
+def kabsch(P: ArrayLike, Q: ArrayLike, weights: ArrayLike | None = None) -> jax.Array:
     """Rotation R minimising ``sum_n w_n |Q_n - R P_n|^2`` (no translation; centre first if needed).
 
     Reflections are corrected (det R = +1), so planar point sets, whose cross-covariance
@@ -93,8 +94,9 @@ def kabsch(P, Q, weights=None):
     check_finite(Q, "Q", "so3.kabsch")
     (P, Q), w = _pad_points([(P, 1, 0), (Q, 1, 0)], _weights(weights, P, "so3.kabsch"))
     R, undetermined = _kabsch_checked(P, Q, w)
-    if is_concrete(undetermined) and np.any(undetermined):
-        at = np.argwhere(np.asarray(undetermined))[0]
+    undetermined = np.asarray(undetermined) if is_concrete(undetermined) else None  # np.any would compile
+    if undetermined is not None and undetermined.any():
+        at = np.argwhere(undetermined)[0]
         who = f"point set {tuple(int(i) for i in at)}" if at.size else "the points"
         raise ValueError(f"so3.kabsch: argument 'P': {who} (with positive weight) lie on one line through the "
                          f"origin (or at it), so the rotation about that line is undetermined; it takes 2 "
@@ -209,8 +211,8 @@ def _fit_single(P, Q, w, v0, loss, scale, max_iter, tol, hist_len):
     return v, FitInfo(cost=cost, history=hist, n_iter=it, converged=conv & finite)
 
 
-def fit(P, Q, *, init=None, loss: str = "l2", scale: float = 1.0, weights=None, max_iter: int = 50,
-        tol: float = 1e-12):
+def fit(P: ArrayLike, Q: ArrayLike, *, init: ArrayLike | None = None, loss: str = "l2", scale: float = 1.0,
+        weights: ArrayLike | None = None, max_iter: int = 50, tol: float = 1e-12) -> tuple[jax.Array, FitInfo]:
     """Rotation vector v minimising ``sum_n w_n rho(|exp(v) P_n - Q_n|)`` by Levenberg-Marquardt.
 
     Updates are right perturbations ``R <- R exp(d)``; robust losses use iteratively
@@ -248,7 +250,7 @@ def fit(P, Q, *, init=None, loss: str = "l2", scale: float = 1.0, weights=None, 
     check_finite(Q, "Q", where)
     (P, Q), w = _pad_points([(P, 1, 0), (Q, 1, 0)], _weights(weights, P, where))
     v0 = None if init is None else _vec(init, "init", where).astype(P.dtype)
-    v, info = _fit(P, Q, w, v0, jnp.asarray(scale, P.dtype), jnp.asarray(tol, P.dtype), loss, np.int32(max_iter),
+    v, info = _fit(P, Q, w, v0, as_scalar(scale, P.dtype), as_scalar(tol, P.dtype), loss, np.int32(max_iter),
                    _history_length(max_iter + 1))
     return v, info._replace(history=unpad(info.history, max_iter + 1, axis=-1))
 

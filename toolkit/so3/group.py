@@ -2,22 +2,23 @@
 from __future__ import annotations
 
 import jax
+from jax.typing import ArrayLike
 import jax.numpy as jnp
 
 from .maps import _log, _mat, _vec
 
 
-def compose(R1, R2):
+def compose(R1: ArrayLike, R2: ArrayLike) -> jax.Array:
     """``R1 @ R2`` (apply R2 first). Args ``(..., 3, 3)`` each, broadcast. Returns ``(..., 3, 3)``."""
     return _mat(R1, "R1", "so3.compose") @ _mat(R2, "R2", "so3.compose")
 
 
-def inverse(R):
+def inverse(R: ArrayLike) -> jax.Array:
     """Inverse rotation ``R^T``. Args: ``(..., 3, 3)``. Returns ``(..., 3, 3)``."""
     return jnp.swapaxes(_mat(R, "R", "so3.inverse"), -1, -2)
 
 
-def apply(R, p):
+def apply(R: ArrayLike, p: ArrayLike) -> jax.Array:
     """Rotate points: ``p'_n = R p_n``.
 
     Args:
@@ -31,7 +32,7 @@ def apply(R, p):
     return jnp.einsum("...ij,...nj->...ni", R, p) if p.ndim >= 2 else R @ p
 
 
-def distance(R1, R2):
+def distance(R1: ArrayLike, R2: ArrayLike) -> jax.Array:
     """Geodesic angle between rotations, ``|log(R1^T R2)|`` in [0, pi] (exact for tiny angles).
 
     Args:
@@ -65,7 +66,7 @@ def _svd_rotation(M):
     return U @ Vt
 
 
-def project(M):
+def project(M: ArrayLike) -> jax.Array:
     """Nearest rotation matrix (Frobenius norm) to any 3x3 matrix, via SVD.
 
     Args:

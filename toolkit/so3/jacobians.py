@@ -4,12 +4,13 @@ from __future__ import annotations
 import functools
 
 import jax
+from jax.typing import ArrayLike
 import jax.numpy as jnp
 
 from .maps import _coefficients, _exp, _hat, _outer, _vec, hat
 
 
-def left_jacobian(v):
+def left_jacobian(v: ArrayLike) -> jax.Array:
     """Left Jacobian ``J_l(v) = A I + B hat(v) + C v v^T``: ``exp(v + d) ~ exp(J_l d) exp(v)``.
 
     Args:
@@ -21,7 +22,7 @@ def left_jacobian(v):
     return _jac(v, +1.0)
 
 
-def right_jacobian(v):
+def right_jacobian(v: ArrayLike) -> jax.Array:
     """Right Jacobian ``J_r(v) = J_l(-v)``: ``exp(v + d) ~ exp(v) exp(J_r d)``.
 
     Args:
@@ -51,7 +52,7 @@ def _jac_inv(v, sign):
             + D[..., None, None] * _outer(v))
 
 
-def left_jacobian_inv(v):
+def left_jacobian_inv(v: ArrayLike) -> jax.Array:
     """Inverse of :func:`left_jacobian` in closed form (valid for |v| < 2 pi).
 
     Args:
@@ -62,7 +63,7 @@ def left_jacobian_inv(v):
     return _jac_inv(_vec(v, "v", "so3.left_jacobian_inv"), +1.0)
 
 
-def right_jacobian_inv(v):
+def right_jacobian_inv(v: ArrayLike) -> jax.Array:
     """Inverse of :func:`right_jacobian` in closed form (valid for |v| < 2 pi).
 
     Args:
@@ -73,7 +74,7 @@ def right_jacobian_inv(v):
     return _jac_inv(_vec(v, "v", "so3.right_jacobian_inv"), -1.0)
 
 
-def exp_derivative(v):
+def exp_derivative(v: ArrayLike) -> jax.Array:
     """Derivative of :func:`exp`: ``out[..., i, :, :] = dR / dv_i``.
 
     Gallego & Yezzi (2015), eq. (9): ``dR/dv_i = (v_i hat(v) + hat(v x (I - R) e_i)) R / t^2``.

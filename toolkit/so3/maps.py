@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import jax
+from jax.typing import ArrayLike
 import jax.numpy as jnp
 from jax import lax
 
@@ -68,7 +69,7 @@ def _coefficients(theta2):
     return A, B, C, D
 
 
-def hat(v):
+def hat(v: ArrayLike) -> jax.Array:
     """Skew-symmetric matrix of a 3-vector: ``hat(v) @ p == cross(v, p)``.
 
     Args:
@@ -88,7 +89,7 @@ def _hat(v):
     return jnp.stack([jnp.stack([o, -z, y], -1), jnp.stack([z, o, -x], -1), jnp.stack([-y, x, o], -1)], -2)
 
 
-def vee(W):
+def vee(W: ArrayLike) -> jax.Array:
     """Inverse of :func:`hat` (uses the skew part, so ``vee(hat(v)) == v`` exactly).
 
     Args:
@@ -104,7 +105,7 @@ def _outer(v):
     return v[..., :, None] * v[..., None, :]
 
 
-def exp(v):
+def exp(v: ArrayLike) -> jax.Array:
     """Rotation matrix of a rotation vector (Rodrigues' formula).
 
     ``R = cos(t) I + (sin t / t) hat(v) + ((1 - cos t)/t^2) v v^T`` with series near t = 0.
@@ -181,7 +182,7 @@ def _quat_log(q):
     return scale[..., None] * u
 
 
-def log(R, *, check: bool = False, atol: float | None = None):
+def log(R: ArrayLike, *, check: bool = False, atol: float | None = None) -> jax.Array:
     """Rotation vector of a rotation matrix, angle in [0, pi].
 
     At exactly pi the axis sign is arbitrary (both are correct). A matrix that is not a
@@ -221,7 +222,7 @@ def _log(R):
     return _quat_log(_quat_from_matrix(R))
 
 
-def to_quaternion(R):
+def to_quaternion(R: ArrayLike) -> jax.Array:
     """Unit quaternion ``wxyz`` with ``w >= 0`` of a rotation matrix.
 
     Args:
@@ -232,7 +233,7 @@ def to_quaternion(R):
     return _quat_from_matrix(_mat(R, "R", "so3.to_quaternion"))
 
 
-def from_quaternion(q):
+def from_quaternion(q: ArrayLike) -> jax.Array:
     """Rotation matrix of a quaternion ``wxyz`` (normalised first; q and -q agree).
 
     Args:

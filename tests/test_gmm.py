@@ -1,4 +1,5 @@
 """toolkit.gmm against scikit-learn, scipy and closed forms."""
+import functools
 import warnings
 
 import jax
@@ -278,6 +279,13 @@ def test_more_restarts_reproduce_restart_zero_bit_for_bit(blobs, seed):
     assert float(many.lower_bound) >= float(one.lower_bound)
 
 
+@functools.lru_cache(maxsize=None)
+def _jitted_converged(k, ct):
+    """One jitted fit per option set, reused by every example of the same shape."""
+    return jax.jit(lambda X, w: gmm.fit(jax.random.key(0), X, k, covariance_type=ct, sample_weight=w,
+                                        max_iter=5)[1].converged)
+
+
 @settings(max_examples=12, deadline=None)
 @given(n=st.sampled_from([6, 30]), d=st.sampled_from([1, 3]), dtype=st.sampled_from(["float32", "float64"]),
        bad=st.sampled_from(["none", "nan_x", "inf_x", "neg_w", "nan_w", "zero_w"]), ct=st.sampled_from(COV_TYPES))
@@ -303,8 +311,7 @@ def test_property_fit_bad_input(n, d, dtype, bad, ct):
         with pytest.raises(ValueError, match="'?(X|sample_weight)'? (contains|must)"):
             gmm.fit(jax.random.key(0), X, k, covariance_type=ct, sample_weight=w, max_iter=5)
         # the same input under jit: reported, not converged
-        conv = jax.jit(lambda X, w: gmm.fit(jax.random.key(0), X, k, covariance_type=ct, sample_weight=w,
-                                            max_iter=5)[1].converged)(X, w)
+        conv = _jitted_converged(k, ct)(X, w)
         assert not bool(conv)
         return
     g, info = gmm.fit(jax.random.key(0), X, k, covariance_type=ct, sample_weight=w, max_iter=5)

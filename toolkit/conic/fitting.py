@@ -10,7 +10,7 @@ from .._buckets import bucket, should_pad
 from .._checks import as_float_array, as_scalar, check_choice, check_finite, check_trailing, check_weights, is_concrete
 from .._xla import tuned_jit as _jit
 from .distance import _distances, _frame, _sampson
-from .geometric import _geometric, _kind_ok
+from .geometric import _geometric_refine, _kind_ok
 from .kinds import (ELLIPSE, HYPERBOLA, _FIT_KINDS, _MIN_POINTS, _RESIDUALS, ConicFit, _canonical_sign, _classify,
                     _rtol)
 from .methods import METHOD_TABLE, METHODS, SOLVERS, _direct, _spread, _too_few_points
@@ -54,7 +54,7 @@ def _per_set_solver_jit(points, weights, st, *, solver, target):
 @_jit(static_argnames=("target", "max_iter"))
 def _geometric_jit(points, weights, st, theta, tol, *, target, max_iter):
     x, y, w = _normalised(points, weights, st)
-    return _geometric(theta, x, y, w, target, max_iter, tol, _rtol(theta.dtype))
+    return _geometric_refine(theta, x, y, w, target, max_iter, tol, _rtol(theta.dtype))
 
 
 @_jit(static_argnames="residual")
@@ -120,6 +120,10 @@ def fit(points: ArrayLike, *, kind: str = "any", method: str = "direct", weights
         than 5 distinct points with positive weight; under ``jit`` that gives
         ``ok = False``), unknown kind/method/residual,
         mis-shaped weights, or (for concrete input) NaN/inf points or negative weights.
+
+    Derivatives: ``jax.grad`` and ``jax.jacfwd`` work with respect to the points and
+    weights for every method ("geometric" differentiates through its iterations: its
+    reverse mode goes through a custom JVP rule, since a ``while_loop`` has none).
 
     Performance: the fit runs as a few jitted stages (compiled once per shape; the
     per-point stages are shared by every kind). The fit and point counts are padded to

@@ -1,6 +1,9 @@
 """Geometric refinement: Levenberg-Marquardt on exact orthogonal distances."""
 from __future__ import annotations
 
+import functools
+
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -62,3 +65,27 @@ def _geometric(theta0, x, y, w, target, max_iter, tol, rtol):
     state = (theta0, cost0, d0, fx0, fy0, jnp.full(cost0.shape, 1e-3, dt), jnp.asarray(0), ~jnp.isfinite(cost0))
     state = lax.while_loop(lambda s: (s[6] < max_iter) & ~jnp.all(s[7]), body, state)
     return state[0]
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(4, 5, 7))
+def _geometric_refine(theta0, x, y, w, target, max_iter, tol, rtol):
+    """:func:`_geometric` for fits ``theta0 (B, 6)``, ``x, y, w (B, N)``, differentiable in
+    both modes. Reverse mode cannot go through the ``while_loop``; the rule below takes
+    each fit's Jacobian of the result with respect to its start, points and weights by
+    forward mode (through the loop) on the primal values, so the tangent map is a plain
+    product with it, which JAX can transpose. Same derivatives as ``jax.jacfwd``."""
+    return _geometric(theta0, x, y, w, target, max_iter, tol, rtol)
+
+
+@_geometric_refine.defjvp
+def _geometric_refine_jvp(target, max_iter, rtol, primals, tangents):
+    theta0, x, y, w, tol = primals
+    out = _geometric(theta0, x, y, w, target, max_iter, tol, rtol)
+
+    def jacobians(th, xx, yy, ww):  # one fit: d theta* / d (theta0, x, y, w)
+        refine = lambda *a: _geometric(*(v[None] for v in a), target, max_iter, tol, rtol)[0]  # noqa: E731
+        return jax.jacfwd(refine, argnums=(0, 1, 2, 3))(th, xx, yy, ww)
+
+    J = jax.vmap(jacobians)(theta0, x, y, w)
+    t_out = sum(jnp.einsum("bij,bj->bi", Ji, ti) for Ji, ti in zip(J, tangents[:4]))
+    return out, t_out

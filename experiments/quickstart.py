@@ -126,12 +126,18 @@ def _conic(p: ConicPart, ctx) -> tuple[dict, dict]:
     ctx.log.info("conic: 120-degree arc -> ellipse centre %s, semi-axes %s (true [1.4, -0.2], [3, 1.5]); "
                  "hyperbola through the origin recovered with |cos| = %.6f", np.round(np.asarray(g.center), 3),
                  np.round(np.asarray(g.semi_axes), 3), cos)
-    return out, {"ell": ell, "hyp": hyp, "fits": fits, "hfit": hfit}
+    tt = np.linspace(0.0, 2 * np.pi, 200)
+    ell_true = np.stack([1 + 3 * np.cos(tt), -1 + 1.5 * np.sin(tt)], 1) @ np.array([[0.8, 0.6], [-0.6, 0.8]])
+    hyp_curve = np.asarray(conic.sample(hyp_true, 200, t_max=2.7))
+    return out, {"ell": ell, "hyp": hyp, "fits": fits, "hfit": hfit, "ell_true": ell_true, "hyp_true": hyp_curve}
 
 
 def _plot_conic(ax, ex):
     from toolkit import conic
 
+    ax.plot(*ex["ell_true"].T, "-", lw=3, color="0.85", label="true ellipse")
+    for br, lab in ((ex["hyp_true"][:100], "true hyperbola"), (ex["hyp_true"][100:], None)):
+        ax.plot(*br.T, "-", lw=3, color="tab:pink", alpha=0.35, label=lab)
     ax.plot(*ex["ell"].T, ".", ms=3, color="0.4", label="ellipse arc (data)")
     for (m, f), style in zip(ex["fits"].items(), ("--", "-")):
         ax.plot(*np.asarray(conic.sample(f.coeffs, 200)).T, style, lw=1, label=f"ellipse, {m}")
@@ -139,7 +145,8 @@ def _plot_conic(ax, ex):
     h = np.asarray(conic.sample(ex["hfit"].coeffs, 200, t_max=2.7))
     for br in (h[:100], h[100:]):
         ax.plot(*br.T, "-", lw=1, color="tab:purple", label="hyperbola, geometric" if br is h[:100] else None)
-    ax.set(title="conic.fit: ellipse arc and hyperbola", aspect="equal", xlim=(-6, 6), ylim=(-6, 6))
+    ax.set(title="conic.fit: ellipse arc and hyperbola", aspect="equal", xlim=(-6, 6), ylim=(-6, 6), xlabel="x",
+           ylabel="y")
     ax.legend(fontsize=6, loc="lower left")
 
 
@@ -151,9 +158,14 @@ def _plot_gmm(ax, X, g):
     grid = np.stack([gx.ravel(), gy.ravel(), np.zeros(gx.size)], 1)
     lp = np.asarray(gmm.log_prob(g, grid)).reshape(gx.shape)
     ax.contour(gx, gy, np.maximum(lp, lp.max() - 30), levels=12, linewidths=0.7)
-    ax.scatter(X[:, 0], X[:, 1], s=3, c=np.asarray(gmm.predict(g, X)), cmap="tab10")
-    ax.plot(*np.asarray(g.means)[:, :2].T, "k+", ms=10)
-    ax.set(title="gmm.fit on a circle in 3-D (z = 0 plane)", aspect="equal")
+    t = np.linspace(0, 2 * np.pi, 200)
+    ax.plot(np.cos(t), np.sin(t), "-", lw=1, color="0.6", zorder=1, label="true circle (data lie on it)")
+    ax.scatter(X[:, 0], X[:, 1], s=6, c=np.asarray(gmm.predict(g, X)), cmap="tab10", zorder=3,
+               label="data, by component")
+    ax.plot(*np.asarray(g.means)[:, :2].T, "k+", ms=10, label="fitted means")
+    ax.set(title="gmm.fit on a circle in 3-D (z = 0 plane)", aspect="equal", xlabel="x", ylabel="y",
+           xlim=(-1.6, 1.6), ylim=(-1.6, 1.6))
+    ax.legend(fontsize=6, loc="lower left")
 
 
 def run(p: Params, ctx) -> dict:
@@ -183,7 +195,8 @@ def run(p: Params, ctx) -> dict:
             elif name == "conic":
                 _plot_conic(ax, ex)
             elif name == "so3":
-                ax.semilogy(ex["history"], "o-")
+                ax.semilogy(ex["history"], "o-", label="cost after each iteration")
                 ax.set(title="so3.fit: Levenberg-Marquardt cost", xlabel="iteration", ylabel="cost")
+                ax.legend(fontsize=6)
         ctx.save_figure(fig, p.plot_name)
     return metrics

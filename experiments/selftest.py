@@ -48,7 +48,9 @@ def run(params: Params, ctx) -> dict:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(3, 2))
-        ax.plot(x)
+        ax.plot(x, label="x")
+        ax.set(title=f"selftest {params.mode}", xlabel="index", ylabel="value")
+        ax.legend(fontsize=6)
         ctx.save_figure(fig, params.plot_name)
     if params.fail:
         # Simulates a crash after some outputs exist but before metrics are written.

@@ -50,7 +50,7 @@ def _ellipses(rng, n_fits, n_points, noise, arc_deg=360.0):
     c, s = np.cos(ang)[:, None], np.sin(ang)[:, None]
     pts = np.stack([ctr[:, :1] + c * x - s * y, ctr[:, 1:] + s * x + c * y], -1)
     pts += rng.normal(size=pts.shape) * noise * a[:, None, None]
-    return pts, ctr, np.stack([a, b], 1)
+    return pts, ctr, np.stack([a, b], 1), ang
 
 
 def _skimage_fit(pts):
@@ -94,19 +94,19 @@ def _first_call(ctx) -> dict:
 
 
 def _speed(p: Params, rng, ctx) -> dict:
-    pts, _, _ = _ellipses(rng, p.n_fits, p.n_points, p.noise)
+    pts = _ellipses(rng, p.n_fits, p.n_points, p.noise)[0]
     out: dict = {"n_fits": p.n_fits, "n_points": p.n_points}
     if _peer_available():
         k = min(p.peer_fits, p.n_fits)
         _skimage_fit(pts[0])
         t0 = time.perf_counter()
-        for i in range(k):
+        for i in ctx.progress(range(k), desc="scikit-image fits"):  # a bar costs microseconds a fit
             _skimage_fit(pts[i])
         per_fit = (time.perf_counter() - t0) / k
         out["skimage_per_fit_s"] = per_fit
         out["skimage_total_s"] = per_fit * p.n_fits
     data = jax.device_put(pts)  # JAX users hold their data as arrays; the peer reads NumPy
-    for spec in p.speed_methods:
+    for spec in ctx.progress(p.speed_methods, desc="speed"):
         m, _, residual = spec.partition("/")
         fn = lambda x, m=m, r=residual or "exact": conic.fit(x, kind="ellipse", method=m, residual=r)
         res, t = timed(fn, data, repeat=p.repeat)
@@ -127,10 +127,10 @@ def _accuracy(p: Params, rng, ctx) -> tuple[dict, dict]:
     examples: dict = {}
     peer = _peer_available()
     for arc in ctx.progress(p.arcs_degrees, desc="arcs"):
-        pts, ctr, axes = _ellipses(rng, p.arc_trials, p.n_points, p.noise, arc)
+        pts, ctr, axes, ang = _ellipses(rng, p.arc_trials, p.n_points, p.noise, arc)
         row: dict = {}
         if peer:
-            sk = [_skimage_fit(x) for x in pts]
+            sk = [_skimage_fit(x) for x in ctx.progress(pts, desc=f"scikit-image, {arc:g} degrees")]
             c_err = np.linalg.norm(np.stack([c for c, _ in sk]) - ctr, axis=1)
             a_err = np.abs(np.stack([a for _, a in sk]) - axes).max(1)
             row["skimage"] = {"median_center_error": float(np.nanmedian(c_err)),
@@ -149,7 +149,7 @@ def _accuracy(p: Params, rng, ctx) -> tuple[dict, dict]:
                 row[m]["center_error_ratio_skimage_over_ours"] = (row["skimage"]["median_center_error"]
                                                                   / row[m]["median_center_error"])
         out[f"{arc:g}deg"] = row
-        examples[arc] = pts[0]
+        examples[arc] = pts[0], np.asarray(conic.from_geometry(ctr[0], axes[0], ang[0]))
         ctx.log.info("arc %g deg: median centre error %s", arc,
                      ", ".join(f"{k} {v['median_center_error']:.3f}" for k, v in row.items()))
     return out, examples
@@ -183,7 +183,8 @@ def _plot(examples: dict, p: Params, ctx) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(examples), figsize=(4 * len(examples), 3.6), squeeze=False)
-    for ax, (arc, pts) in zip(axes[0], examples.items()):
+    for ax, (arc, (pts, truth)) in zip(axes[0], examples.items()):
+        ax.plot(*np.asarray(conic.sample(truth, 200)).T, "-", lw=3, color="0.85", label="true ellipse")
         ax.plot(*pts.T, ".", ms=3, color="0.3", label="data")
         for m, style in (("direct", "--"), ("hyper", ":"), ("geometric", "-")):
             c = conic.fit(pts, kind="ellipse", method=m).coeffs
@@ -195,7 +196,7 @@ def _plot(examples: dict, p: Params, ctx) -> None:
         # frame the data: on short arcs a fit may be a huge ellipse that would dwarf it
         lo, hi = pts.min(0), pts.max(0)
         pad = 0.6 * float(np.max(hi - lo))
-        ax.set(title=f"{arc:g} degree arc, noise {p.noise:g} a", aspect="equal",
+        ax.set(title=f"{arc:g} degree arc, noise {p.noise:g} a", aspect="equal", xlabel="x", ylabel="y",
                xlim=(lo[0] - pad, hi[0] + pad), ylim=(lo[1] - pad, hi[1] + pad))
         ax.legend(fontsize=6)
     ctx.save_figure(fig, p.plot_name)

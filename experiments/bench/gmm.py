@@ -35,7 +35,8 @@ class Params:
 
 
 def _data(rng, s: Size):
-    return mixture_data(rng, s.n, s.d, s.k)[0]
+    """``(X, labels)``: the labels give the true clusters for the plot."""
+    return mixture_data(rng, s.n, s.d, s.k)
 
 
 def _flops_per_iter(s: Size) -> float:
@@ -50,7 +51,7 @@ def run(p: Params, ctx) -> dict:
     rng = np.random.default_rng(p.seed)
     out: dict = {"cpu_count": os.cpu_count(), "sizes": []}
     for s in ctx.progress(p.sizes, desc="gmm sizes"):
-        X = _data(rng, s)
+        X, labels = _data(rng, s)
         # One common start: scikit-learn's own k-means initialisation, handed to both.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -97,6 +98,10 @@ def run(p: Params, ctx) -> dict:
                 t = np.linspace(0, 2 * np.pi, 100)
                 e = (V * (2 * np.sqrt(w))) @ np.stack([np.cos(t), np.sin(t)])
                 ax.plot(m[0] + e[0], m[1] + e[1], "k-", lw=1)
-            ax.set(title=f"toolkit.gmm: n={s.n}, k={s.k} (2-sigma ellipses)")
+            true = np.stack([X[labels == j].mean(0) for j in np.unique(labels)])
+            ax.plot(*true.T, "r*", ms=10, label="true cluster centres")
+            ax.plot(*np.asarray(g.means).T, "k+", ms=10, label="fitted means (2-sigma ellipses)")
+            ax.set(title=f"toolkit.gmm: n={s.n}, k={s.k}", xlabel="x1", ylabel="x2")
+            ax.legend(fontsize=6)
             ctx.save_figure(fig, "gmm_2d.png")
     return out

@@ -117,7 +117,7 @@ def _bench_fit(p: Params, rng, ctx) -> dict:
 
     def scipy_loop():
         res = []
-        for i in range(k):
+        for i in ctx.progress(range(k), desc="scipy least_squares fits"):
             f = lambda x, i=i: (Rotation.from_rotvec(x).apply(P[i]) - Q[i]).ravel()  # noqa: E731
             res.append(least_squares(f, np.zeros(3), method="lm").x)
         return np.array(res)

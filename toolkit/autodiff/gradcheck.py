@@ -147,7 +147,12 @@ def gradcheck(f: Callable, *args, eps: float | None = None, atol: float | None =
                            tuple(m for m, _ in modes), note)
 
 def assert_gradcheck(f: Callable, *args, **kwargs) -> GradcheckReport:
-    """:func:`gradcheck`, raising AssertionError that names the worst entry on failure."""
+    """:func:`gradcheck`, raising AssertionError that names the worst entry on failure.
+
+    >>> from toolkit import autodiff
+    >>> autodiff.assert_gradcheck(jnp.sin, jnp.array([0.1, 0.2])).ok
+    True
+    """
     rep = gradcheck(f, *args, **kwargs)
     if not rep.ok:
         raise AssertionError(f"gradcheck failed: {rep.worst} (max abs error {rep.max_abs_error:.3g}, "

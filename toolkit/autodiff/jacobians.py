@@ -146,6 +146,11 @@ def hvp(f: Callable, x: ArrayLike, v: ArrayLike) -> jax.Array:
       x: point; v: direction with the same structure, shapes and dtypes as x.
     Returns:
       ``H v`` with the structure of x.
+
+    >>> from toolkit import autodiff
+    >>> f = lambda x: jnp.sum(x ** 3)  # Hessian diag(6 x)
+    >>> autodiff.hvp(f, jnp.array([1.0, 2.0]), jnp.array([1.0, 1.0])).tolist()
+    [6.0, 12.0]
     """
     _check_like(v, x, "v", "x", "autodiff.hvp")
     return jax.jvp(jax.grad(f), (x,), (v,))[1]

@@ -50,6 +50,11 @@ def jvp(f: Callable, primals: Sequence, tangents: Sequence) -> tuple[Any, Any]:
       ``(out, tangent_out)``.
     Raises:
       ValueError: a tangent's shape or dtype differs from its primal's.
+
+    >>> from toolkit import autodiff
+    >>> out, t = autodiff.jvp(jnp.sin, (jnp.array(0.0),), (jnp.array(2.0),))
+    >>> float(out), float(t)
+    (0.0, 2.0)
     """
     primals, tangents = tuple(primals), tuple(tangents)
     if len(primals) != len(tangents):
@@ -122,6 +127,11 @@ def per_example_grads(loss: Callable, params: Any, batch: Any) -> Any:
       batch: pytree whose leaves share a leading batch axis of size B.
     Returns:
       pytree like ``params`` with a leading axis B on every leaf.
+
+    >>> from toolkit import autodiff
+    >>> loss = lambda w, xy: (w * xy[0] - xy[1]) ** 2
+    >>> autodiff.per_example_grads(loss, jnp.array(1.0), jnp.array([[1.0, 0.0], [2.0, 1.0]])).tolist()
+    [2.0, 4.0]
     """
     sizes = {jnp.shape(a)[0] if jnp.ndim(a) else None for a in jax.tree_util.tree_leaves(batch)}
     if None in sizes or len(sizes) != 1:

@@ -62,6 +62,11 @@ def jacobian_coloring(sparsity: ArrayLike) -> Coloring:
       sparsity: ``(n_out, n_in)`` dense bool array, ``scipy.sparse`` matrix or BCOO.
     Returns:
       :class:`Coloring`.
+
+    >>> from toolkit import autodiff
+    >>> tridiagonal = np.eye(6, dtype=bool) | np.eye(6, k=1, dtype=bool) | np.eye(6, k=-1, dtype=bool)
+    >>> autodiff.jacobian_coloring(tridiagonal).n_colors
+    3
     """
     csr = _pattern_coo(sparsity)
     csc = csr.tocsc()
@@ -104,6 +109,13 @@ def sparse_jacobian(f: Callable, x: ArrayLike, sparsity: ArrayLike | Coloring) -
     Raises:
       ValueError: pattern shape does not match ``(f(x).size, x.size)``.
       TypeError: x is not floating point.
+
+    >>> from toolkit import autodiff
+    >>> f = lambda x: x ** 2 + jnp.roll(x, 1)  # J = diag(2x) + a shifted identity
+    >>> S = np.eye(5, dtype=bool) | np.roll(np.eye(5, dtype=bool), 1, axis=0)
+    >>> x = jnp.arange(1.0, 6.0)
+    >>> bool(jnp.allclose(autodiff.sparse_jacobian(f, x, S).todense(), jax.jacfwd(f)(x)))
+    True
     """
     from jax.experimental import sparse as jsparse
 

@@ -52,6 +52,13 @@ def tag(name: str, x: Any) -> Any:
       x: array.
     Returns:
       x (plus a zero perturbation when gradients are being collected).
+
+    >>> from toolkit import autodiff
+    >>> def f(x):
+    ...     h = autodiff.tag("h", x * 2.0)
+    ...     return jnp.sum(h ** 2)
+    >>> autodiff.intermediate_grads(f, jnp.array([1.0, 3.0]))[1]["h"].tolist()  # d f / d h = 2 h
+    [4.0, 12.0]
     """
     state = _active()
     if state is None:

@@ -23,7 +23,13 @@ def _coeffs(coeffs, where):
 
 
 def classify(coeffs: ArrayLike) -> jax.Array:
-    """Kind code(s) ``(...,)`` of conic coefficients ``(..., 6)`` (scale-invariant test)."""
+    """Kind code(s) ``(...,)`` of conic coefficients ``(..., 6)`` (scale-invariant test).
+
+    >>> from toolkit import conic
+    >>> c = jnp.array([[1.0, 0, 1, 0, 0, -1], [1.0, 0, -1, 0, 0, -1], [0.0, 0, 1, -1, 0, 0]])
+    >>> conic.kind_name(conic.classify(c))
+    ['ellipse', 'hyperbola', 'parabola']
+    """
     c = _coeffs(coeffs, "conic.classify")
     return _classify_jit(c)
 
@@ -138,6 +144,11 @@ def residuals(coeffs: ArrayLike, points: ArrayLike, *, kind: str = "algebraic") 
     kind="geometric": signed orthogonal distance (exact for ellipses and hyperbolas,
     positive where the unit-norm polynomial is positive; Sampson's first-order
     distance for parabolas and degenerate conics).
+
+    >>> from toolkit import conic
+    >>> circle = jnp.array([1.0, 0.0, 1.0, 0.0, 0.0, -1.0])  # x^2 + y^2 = 1
+    >>> conic.residuals(circle, jnp.array([[2.0, 0.0], [0.0, 0.5]]), kind="geometric").round(6).tolist()
+    [1.0, -0.5]
     """
     where = "conic.residuals"
     check_choice(kind, ("algebraic", "geometric"), "kind", where)
@@ -188,6 +199,11 @@ def sample(coeffs: ArrayLike, n: int, *, t_max: float = 2.0) -> jax.Array:
     ``ceil(n/2)`` points on the first and ``floor(n/2)`` on the second, at
     ``(+-a cosh t, b sinh t)`` for t in ``[-t_max, t_max]``. Parabolas and degenerate
     conics give NaN.
+
+    >>> from toolkit import conic
+    >>> pts = conic.sample(jnp.array([1.0, 0.0, 4.0, 0.0, 0.0, -4.0]), 8)  # x^2/4 + y^2 = 1
+    >>> pts.shape, bool(jnp.allclose(pts[:, 0] ** 2 / 4 + pts[:, 1] ** 2, 1.0))
+    ((8, 2), True)
     """
     where = "conic.sample"
     c = _coeffs(coeffs, where)

@@ -58,7 +58,12 @@ class ConicGeometry(NamedTuple):
 
 
 def kind_name(kind: ArrayLike) -> str | list:
-    """String name(s) of integer kind code(s): ``kind_name(0) == "ellipse"``."""
+    """String name(s) of integer kind code(s): ``kind_name(0) == "ellipse"``.
+
+    >>> from toolkit import conic
+    >>> conic.kind_name(conic.ELLIPSE), conic.kind_name(jnp.array([conic.HYPERBOLA, conic.PARABOLA]))
+    ('ellipse', ['hyperbola', 'parabola'])
+    """
     arr = np.asarray(kind)
     if arr.ndim == 0:
         return KINDS[int(arr)]

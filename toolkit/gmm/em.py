@@ -186,7 +186,15 @@ _m_step_jit = jax.jit(_m_step, static_argnums=(3, 4))
 
 
 def e_step(gmm: GMM, X: ArrayLike, sample_weight: ArrayLike | None = None) -> tuple[jax.Array, jax.Array]:
-    """E-step: ``(mean log-likelihood, log_resp (n, k))``."""
+    """E-step: ``(mean log-likelihood, log_resp (n, k))``.
+
+    >>> from toolkit import gmm
+    >>> g = gmm.from_covariances(jnp.array([0.5, 0.5]), jnp.array([[0.0, 0.0], [4.0, 0.0]]),
+    ...                          jnp.stack([jnp.eye(2)] * 2))
+    >>> mean_ll, log_resp = gmm.e_step(g, jnp.array([[0.0, 0.0], [4.0, 0.0]]))
+    >>> jnp.exp(log_resp).round(3).tolist()
+    [[1.0, 0.0], [0.0, 1.0]]
+    """
     X, n = _check_gmm_X(gmm, X, "gmm.e_step")
     sw = np.ones(n, X.dtype) if sample_weight is None else as_float_array(sample_weight, "sample_weight",
                                                                           "gmm.e_step", dtype=X.dtype)
@@ -199,7 +207,15 @@ def e_step(gmm: GMM, X: ArrayLike, sample_weight: ArrayLike | None = None) -> tu
 
 def m_step(X: ArrayLike, log_resp: ArrayLike, *, covariance_type: str = "full", reg_covar: float = 1e-6,
            shrinkage: float | str | None = None, sample_weight: ArrayLike | None = None) -> GMM:
-    """M-step: the mixture maximising the expected log-likelihood under ``exp(log_resp) (n, k)``."""
+    """M-step: the mixture maximising the expected log-likelihood under ``exp(log_resp) (n, k)``.
+
+    >>> from toolkit import gmm
+    >>> X = jnp.array([[0.0, 0.0], [2.0, 0.0], [10.0, 1.0], [12.0, 1.0]])
+    >>> log_resp = jnp.where(jnp.array([[1, 0], [1, 0], [0, 1], [0, 1]]) == 1, 0.0, -jnp.inf)
+    >>> g = gmm.m_step(X, log_resp, covariance_type="diag", reg_covar=0.0)
+    >>> g.weights.round(6).tolist(), g.means.round(6).tolist(), g.covariances.round(6).tolist()
+    ([0.5, 0.5], [[1.0, 0.0], [11.0, 1.0]], [[1.0, 0.0], [1.0, 0.0]])
+    """
     X = _check_X(X, "gmm.m_step")
     check_choice(covariance_type, COVARIANCE_TYPES, "covariance_type", "gmm.m_step")
     shrinkage = _check_shrinkage(shrinkage, covariance_type, "gmm.m_step")

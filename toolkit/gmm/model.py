@@ -16,7 +16,13 @@ from .types import COVARIANCE_TYPES, GMM, _check_gmm_X, _raise_for_rows, _row_su
 
 def from_covariances(weights: ArrayLike, means: ArrayLike, covariances: ArrayLike,
                      covariance_type: str = "full") -> GMM:
-    """Build a :class:`GMM` from weights, means and covariances (computes precisions_cholesky)."""
+    """Build a :class:`GMM` from weights, means and covariances (computes precisions_cholesky).
+
+    >>> from toolkit import gmm
+    >>> g = gmm.from_covariances(jnp.array([1.0]), jnp.zeros((1, 2)), 4.0 * jnp.eye(2)[None])
+    >>> g.precisions_cholesky[0].tolist()  # Cholesky factor of the precision
+    [[0.5, 0.0], [0.0, 0.5]]
+    """
     check_choice(covariance_type, COVARIANCE_TYPES, "covariance_type", "gmm.from_covariances")
     means = as_float_array(means, "means", "gmm.from_covariances")
     cov = as_float_array(covariances, "covariances", "gmm.from_covariances", dtype=means.dtype)
@@ -62,22 +68,50 @@ def _call(fn, gmm, X, where, *, pass_n=False, host=False):
 
 
 def log_prob(gmm: GMM, X: ArrayLike) -> jax.Array:
-    """Log density of the mixture at each point: ``(n,)``."""
+    """Log density of the mixture at each point: ``(n,)``.
+
+    >>> from toolkit import gmm
+    >>> g = gmm.from_covariances(jnp.array([0.5, 0.5]), jnp.array([[0.0, 0.0], [4.0, 0.0]]),
+    ...                          jnp.stack([jnp.eye(2)] * 2))
+    >>> X = jnp.array([[0.1, 0.0], [3.9, 0.2], [2.0, 0.0]])
+    >>> gmm.log_prob(g, X).round(3).tolist()
+    [-2.536, -2.556, -3.838]
+    """
     return unpad(*_call(_log_prob, gmm, X, "gmm.log_prob"))
 
 
 def score(gmm: GMM, X: ArrayLike) -> jax.Array:
-    """Mean log-likelihood per sample (scikit-learn's ``score``)."""
+    """Mean log-likelihood per sample (scikit-learn's ``score``).
+
+    >>> from toolkit import gmm
+    >>> g = gmm.from_covariances(jnp.array([1.0]), jnp.zeros((1, 2)), jnp.eye(2)[None])
+    >>> float(gmm.score(g, jnp.zeros((3, 2)))) == float(-jnp.log(2 * jnp.pi))
+    True
+    """
     return _call(_score, gmm, X, "gmm.score", pass_n=True)[0]
 
 
 def predict_proba(gmm: GMM, X: ArrayLike) -> jax.Array:
-    """Posterior component probabilities ``(n, k)``."""
+    """Posterior component probabilities ``(n, k)``.
+
+    >>> from toolkit import gmm
+    >>> g = gmm.from_covariances(jnp.array([0.5, 0.5]), jnp.array([[0.0, 0.0], [4.0, 0.0]]),
+    ...                          jnp.stack([jnp.eye(2)] * 2))
+    >>> gmm.predict_proba(g, jnp.array([[2.0, 0.0]])).tolist()
+    [[0.5, 0.5]]
+    """
     return unpad(*_call(_predict_proba, gmm, X, "gmm.predict_proba"))
 
 
 def predict(gmm: GMM, X: ArrayLike) -> jax.Array:
-    """Most probable component per point ``(n,)``."""
+    """Most probable component per point ``(n,)``.
+
+    >>> from toolkit import gmm
+    >>> g = gmm.from_covariances(jnp.array([0.5, 0.5]), jnp.array([[0.0, 0.0], [4.0, 0.0]]),
+    ...                          jnp.stack([jnp.eye(2)] * 2))
+    >>> gmm.predict(g, jnp.array([[0.1, 0.0], [3.9, 0.2]])).tolist()
+    [0, 1]
+    """
     return unpad(*_call(_predict, gmm, X, "gmm.predict"))
 
 
@@ -88,7 +122,15 @@ def _full_cov(gmm):
 
 
 def sample(key: jax.Array, gmm: GMM, n: int) -> tuple[jax.Array, jax.Array]:
-    """Draw ``n`` points: ``(X (n, d), labels (n,))``."""
+    """Draw ``n`` points: ``(X (n, d), labels (n,))``.
+
+    >>> from toolkit import gmm
+    >>> g = gmm.from_covariances(jnp.array([0.5, 0.5]), jnp.array([[0.0, 0.0], [4.0, 0.0]]),
+    ...                          jnp.stack([jnp.eye(2)] * 2))
+    >>> X, labels = gmm.sample(jax.random.key(0), g, 1000)
+    >>> X.shape, labels.shape, bool(abs(float(labels.mean()) - 0.5) < 0.1)
+    ((1000, 2), (1000,), True)
+    """
     if not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"gmm.sample: n must be a positive int, got {n!r}")
     k1, k2 = jax.random.split(key)
@@ -100,18 +142,38 @@ def sample(key: jax.Array, gmm: GMM, n: int) -> tuple[jax.Array, jax.Array]:
 
 
 def n_parameters(gmm: GMM) -> int:
-    """Free parameters (as scikit-learn's ``_n_parameters``)."""
+    """Free parameters (as scikit-learn's ``_n_parameters``).
+
+    >>> from toolkit import gmm
+    >>> g = gmm.from_covariances(jnp.array([0.5, 0.5]), jnp.zeros((2, 3)), jnp.stack([jnp.eye(3)] * 2))
+    >>> gmm.n_parameters(g)  # 2 x 6 covariance + 2 x 3 mean + 1 weight
+    19
+    """
     k, d = gmm.means.shape
     return int(COVARIANCE[gmm.covariance_type].n_params(k, d) + k * d + k - 1)
 
 
 def bic(gmm: GMM, X: ArrayLike) -> jax.Array:
-    """Bayesian information criterion (lower is better)."""
+    """Bayesian information criterion (lower is better).
+
+    >>> from toolkit import gmm
+    >>> g = gmm.from_covariances(jnp.array([1.0]), jnp.zeros((1, 2)), jnp.eye(2)[None])
+    >>> X = jax.random.normal(jax.random.key(0), (100, 2))
+    >>> bool(gmm.bic(g, X) > gmm.aic(g, X))  # log(100) > 2 per parameter
+    True
+    """
     mean_ll, n = _call(_score, gmm, X, "gmm.bic", pass_n=True)
     return -2 * mean_ll * n + n_parameters(gmm) * np.log(n)
 
 
 def aic(gmm: GMM, X: ArrayLike) -> jax.Array:
-    """Akaike information criterion (lower is better)."""
+    """Akaike information criterion (lower is better).
+
+    >>> from toolkit import gmm
+    >>> g = gmm.from_covariances(jnp.array([1.0]), jnp.zeros((1, 2)), jnp.eye(2)[None])
+    >>> X = jax.random.normal(jax.random.key(0), (100, 2))
+    >>> float(gmm.aic(g, X) - (-2 * gmm.score(g, X) * 100)) == 2 * gmm.n_parameters(g)
+    True
+    """
     mean_ll, n = _call(_score, gmm, X, "gmm.aic", pass_n=True)
     return -2 * mean_ll * n + 2 * n_parameters(gmm)

@@ -65,6 +65,14 @@ def fit_online(key: jax.Array, batches: Any, n_components: int, *, covariance_ty
       ``(GMM, FitInfo)``: ``n_iter`` counts batch steps, ``history`` holds each batch's
       mean log-likelihood under the parameters before its step, ``lower_bound`` the
       last; ``converged`` is always False (no convergence test is made).
+
+    >>> from toolkit import gmm
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.concatenate([rng.normal(size=(300, 2)), rng.normal(size=(300, 2)) + 6])
+    >>> X = X[np.random.default_rng(2).permutation(600)]
+    >>> g, info = gmm.fit_online(jax.random.key(0), [X[i:i + 100] for i in range(0, 600, 100)], 2, n_epochs=3)
+    >>> sorted(np.asarray(g.means).round(0)[:, 0].tolist())
+    [-0.0, 6.0]
     """
     where = "gmm.fit_online"
     check_positive_int(batch_size, "batch_size", where, optional=True)

@@ -241,6 +241,13 @@ def fit_batches(key: jax.Array, batches: Any, n_components: int, *, covariance_t
       ValueError / TypeError: bad options; an empty iterable; a batch that is not 2-D,
         has another feature count than batch 0, or holds NaN/inf (the message names the
         batch and row); a one-shot iterator (pass a list or a function instead).
+
+    >>> from toolkit import gmm
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.concatenate([rng.normal(size=(300, 2)), rng.normal(size=(300, 2)) + 6])
+    >>> g, info = gmm.fit_batches(jax.random.key(0), [X[:200], X[200:400], X[400:]], 2)
+    >>> sorted(np.asarray(g.means).round(0)[:, 0].tolist()), bool(info.converged)
+    ([-0.0, 6.0], True)
     """
     where = "gmm.fit_batches"
     check_positive_int(batch_size, "batch_size", where, optional=True)

@@ -34,6 +34,11 @@ def mean(Rs: ArrayLike, weights: ArrayLike | None = None, *, method: str = "chor
       tol: stop when the update angle is below tol (default 1e-12 float64, 1e-6 float32).
     Returns:
       ``(..., 3, 3)``.
+
+    >>> from toolkit import so3
+    >>> Rs = so3.exp(jnp.array([[0.0, 0.0, 0.1], [0.0, 0.0, 0.3]]))
+    >>> [round(float(c), 6) for c in so3.log(so3.mean(Rs, method="geodesic"))]
+    [0.0, 0.0, 0.2]
     """
     where = "so3.mean"
     Rs = as_float_array(Rs, "Rs", where)

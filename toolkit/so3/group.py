@@ -9,12 +9,24 @@ from .maps import _log, _mat, _vec
 
 
 def compose(R1: ArrayLike, R2: ArrayLike) -> jax.Array:
-    """``R1 @ R2`` (apply R2 first). Args ``(..., 3, 3)`` each, broadcast. Returns ``(..., 3, 3)``."""
+    """``R1 @ R2`` (apply R2 first). Args ``(..., 3, 3)`` each, broadcast. Returns ``(..., 3, 3)``.
+
+    >>> from toolkit import so3
+    >>> R = so3.compose(so3.exp(jnp.array([0.0, 0.0, 0.3])), so3.exp(jnp.array([0.0, 0.0, 0.4])))
+    >>> [round(float(c), 6) for c in so3.log(R)]
+    [0.0, 0.0, 0.7]
+    """
     return _mat(R1, "R1", "so3.compose") @ _mat(R2, "R2", "so3.compose")
 
 
 def inverse(R: ArrayLike) -> jax.Array:
-    """Inverse rotation ``R^T``. Args: ``(..., 3, 3)``. Returns ``(..., 3, 3)``."""
+    """Inverse rotation ``R^T``. Args: ``(..., 3, 3)``. Returns ``(..., 3, 3)``.
+
+    >>> from toolkit import so3
+    >>> R = so3.exp(jnp.array([0.1, 0.2, 0.3]))
+    >>> bool(jnp.allclose(so3.compose(R, so3.inverse(R)), jnp.eye(3)))
+    True
+    """
     return jnp.swapaxes(_mat(R, "R", "so3.inverse"), -1, -2)
 
 
@@ -26,6 +38,10 @@ def apply(R: ArrayLike, p: ArrayLike) -> jax.Array:
       p: ``(..., N, 3)`` (or ``(..., 3)`` for one point when R has no batch).
     Returns:
       rotated points, the broadcast shape of ``p``.
+
+    >>> from toolkit import so3
+    >>> so3.apply(so3.exp(jnp.array([0.0, 0.0, jnp.pi / 2])), jnp.array([1.0, 0.0, 0.0])).round(6).tolist()
+    [0.0, 1.0, 0.0]
     """
     R = _mat(R, "R", "so3.apply")
     p = _vec(p, "p", "so3.apply")
@@ -39,6 +55,10 @@ def distance(R1: ArrayLike, R2: ArrayLike) -> jax.Array:
       R1, R2: ``(..., 3, 3)``.
     Returns:
       ``(...)`` radians.
+
+    >>> from toolkit import so3
+    >>> round(float(so3.distance(jnp.eye(3), so3.exp(jnp.array([0.0, 0.3, 0.4])))), 6)  # angle, radians
+    0.5
     """
     R1 = _mat(R1, "R1", "so3.distance")
     R2 = _mat(R2, "R2", "so3.distance")
@@ -73,5 +93,10 @@ def project(M: ArrayLike) -> jax.Array:
       M: ``(..., 3, 3)``.
     Returns:
       ``(..., 3, 3)`` proper rotations (det = +1; reflections are fixed).
+
+    >>> from toolkit import so3
+    >>> R = so3.project(so3.exp(jnp.array([0.1, 0.2, 0.3])) + 1e-3)
+    >>> bool(jnp.allclose(R @ R.T, jnp.eye(3))), round(float(jnp.linalg.det(R)), 6)
+    (True, 1.0)
     """
     return _svd_rotation(_mat(M, "M", "so3.project"))

@@ -17,6 +17,11 @@ def left_jacobian(v: ArrayLike) -> jax.Array:
       v: ``(..., 3)``.
     Returns:
       ``(..., 3, 3)``.
+
+    >>> from toolkit import so3
+    >>> v = jnp.array([0.1, -0.2, 0.3])
+    >>> bool(jnp.allclose(so3.left_jacobian(v), so3.right_jacobian(-v)))
+    True
     """
     v = _vec(v, "v", "so3.left_jacobian")
     return _jac(v, +1.0)
@@ -29,6 +34,12 @@ def right_jacobian(v: ArrayLike) -> jax.Array:
       v: ``(..., 3)``.
     Returns:
       ``(..., 3, 3)``.
+
+    >>> from toolkit import so3
+    >>> v, d = jnp.array([0.1, -0.2, 0.3]), jnp.array([1e-7, 0.0, 0.0])
+    >>> lhs = so3.log(so3.exp(v + d)); rhs = so3.log(so3.exp(v) @ so3.exp(so3.right_jacobian(v) @ d))
+    >>> bool(jnp.allclose(lhs, rhs, atol=1e-13))
+    True
     """
     v = _vec(v, "v", "so3.right_jacobian")
     return _jac(v, -1.0)
@@ -59,6 +70,11 @@ def left_jacobian_inv(v: ArrayLike) -> jax.Array:
       v: ``(..., 3)``.
     Returns:
       ``(..., 3, 3)``.
+
+    >>> from toolkit import so3
+    >>> v = jnp.array([0.1, -0.2, 3.0])
+    >>> bool(jnp.allclose(so3.left_jacobian_inv(v) @ so3.left_jacobian(v), jnp.eye(3)))
+    True
     """
     return _jac_inv(_vec(v, "v", "so3.left_jacobian_inv"), +1.0)
 
@@ -70,6 +86,11 @@ def right_jacobian_inv(v: ArrayLike) -> jax.Array:
       v: ``(..., 3)``.
     Returns:
       ``(..., 3, 3)``.
+
+    >>> from toolkit import so3
+    >>> v = jnp.array([0.1, -0.2, 3.0])
+    >>> bool(jnp.allclose(so3.right_jacobian_inv(v) @ so3.right_jacobian(v), jnp.eye(3)))
+    True
     """
     return _jac_inv(_vec(v, "v", "so3.right_jacobian_inv"), -1.0)
 
@@ -86,6 +107,11 @@ def exp_derivative(v: ArrayLike) -> jax.Array:
       v: ``(..., 3)``.
     Returns:
       ``(..., 3, 3, 3)``.
+
+    >>> from toolkit import so3
+    >>> v = jnp.array([0.1, -0.2, 0.3])
+    >>> bool(jnp.allclose(so3.exp_derivative(v), jnp.moveaxis(jax.jacfwd(so3.exp)(v), -1, 0)))  # [i] = dR/dv_i
+    True
     """
     return _exp_derivative(_vec(v, "v", "so3.exp_derivative"))
 

@@ -96,6 +96,10 @@ def vee(W: ArrayLike) -> jax.Array:
       W: ``(..., 3, 3)``.
     Returns:
       ``(..., 3)``.
+
+    >>> from toolkit import so3
+    >>> so3.vee(so3.hat(jnp.array([1.0, 2.0, 3.0]))).tolist()
+    [1.0, 2.0, 3.0]
     """
     W = _mat(W, "W", "so3.vee")
     return 0.5 * jnp.stack([W[..., 2, 1] - W[..., 1, 2], W[..., 0, 2] - W[..., 2, 0], W[..., 1, 0] - W[..., 0, 1]], -1)
@@ -229,6 +233,10 @@ def to_quaternion(R: ArrayLike) -> jax.Array:
       R: ``(..., 3, 3)``.
     Returns:
       ``(..., 4)``.
+
+    >>> from toolkit import so3
+    >>> [round(float(c), 6) for c in so3.to_quaternion(so3.exp(jnp.array([0.0, 0.0, jnp.pi / 2])))]  # (w, x, y, z)
+    [0.707107, 0.0, 0.0, 0.707107]
     """
     return _quat_from_matrix(_mat(R, "R", "so3.to_quaternion"))
 
@@ -240,6 +248,10 @@ def from_quaternion(q: ArrayLike) -> jax.Array:
       q: ``(..., 4)``, nonzero.
     Returns:
       ``(..., 3, 3)``.
+
+    >>> from toolkit import so3
+    >>> so3.from_quaternion(jnp.array([0.0, 0.0, 1.0, 0.0])).round(6).tolist()  # w x y z: a half turn about y
+    [[-1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, -1.0]]
     """
     q = as_float_array(q, "q", "so3.from_quaternion")
     check_trailing(q, (4,), "q", "so3.from_quaternion")

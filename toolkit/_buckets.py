@@ -24,14 +24,16 @@ MIN_BUCKET = 8
 FINE_FROM = 8192
 
 
-def bucket(n: int) -> int:
+def bucket(n: int, *, fine: bool = False) -> int:
     """The smallest bucket size ``>= n`` (``n >= 0``); up to :data:`MIN_BUCKET`, the next
-    power of two (a single fit in a batch axis stays single)."""
+    power of two (a single fit in a batch axis stays single). ``fine``: eight buckets per
+    doubling at any size, for an axis multiplied by another large one (points per fit in
+    a big batch), where the padding's run time counts more than a compilation."""
     n = int(n)
     if n <= MIN_BUCKET:
         return 1 << max(n - 1, 0).bit_length()
     e = (n - 1).bit_length() - 1  # 2^e < n <= 2^(e+1)
-    steps = 8 if n > FINE_FROM else 2
+    steps = 8 if fine or n > FINE_FROM else 2
     step = (1 << e) // steps
     return -(-n // step) * step
 

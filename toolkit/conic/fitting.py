@@ -161,11 +161,17 @@ def fit(points: ArrayLike, *, kind: str = "any", method: str = "direct", weights
             raise ValueError(f"{where}: argument 'weights' must have shape {tuple(pts.shape[:-1])}, "
                              f"got {tuple(w.shape)}") from None
     nb = int(np.prod(batch, dtype=np.int64))
-    host = should_pad(pts) and (w is None or should_pad(w))
-    if host:  # padded to size buckets on the host: a new size rarely compiles anew
+    # Padded to size buckets, so that a new size rarely compiles anew: on the host (any JAX
+    # operation would itself compile per shape), except large batches already on a device,
+    # where copying them through the host would cost more per call than one small pad
+    # executable per shape. Inside a caller's trace nothing is padded.
+    pad = should_pad(pts) and (w is None or should_pad(w))
+    host = pad and not (nb * n > _LIGHT_MAX and isinstance(pts, jax.Array))
+    if host:
         flat, wf = _pad_host(pts, w, nb, n)
-    elif pts.shape != (nb, n, 2) or (w is not None and w.shape != (nb, n)):
-        flat, wf = _prepare(pts, w, shape=(nb, n))  # traced: only flattened
+    elif pad or pts.shape != (nb, n, 2) or (w is not None and w.shape != (nb, n)):
+        to = (bucket(nb), bucket(n, fine=True)) if pad else (nb, n)
+        flat, wf = _prepare(pts, w, shape=(nb, n), padded=to)
     else:
         flat, wf = pts, w
     light = flat.shape[0] * flat.shape[1] <= _LIGHT_MAX
@@ -201,7 +207,7 @@ def _pad_host(pts, w, nb, n):
     :func:`_unpad_host`). Done on the host: any JAX operation would compile per shape."""
     P = np.asarray(pts).reshape(nb, n, 2)
     W = None if w is None else np.broadcast_to(np.asarray(w), pts.shape[:-1]).reshape(nb, n)
-    b, m = bucket(nb), bucket(n)
+    b, m = bucket(nb), bucket(n, fine=nb * n > _LIGHT_MAX)
     if W is None:  # always weights: an exact bucket size then shares the padded sizes' executables
         W = np.ones((nb, n), P.dtype)
     P = np.pad(P, ((0, b - nb), (0, m - n), (0, 0)), mode="edge")
@@ -245,16 +251,24 @@ def _raise_if_too_few(pts, w, flagged, batch, where):
 _LIGHT_MAX = 1 << 15
 
 
-@jax.jit(static_argnames="shape")
-def _prepare(points, weights, *, shape):
-    """Traced points ``(..., N, 2)`` and weights (or None) as ``(B, N, 2)`` / ``(B, N)``
-    with ``shape = (B, N)`` (inside a caller's trace nothing is padded)."""
-    nb, n = shape
+@jax.jit(static_argnames=("shape", "padded"))
+def _prepare(points, weights, *, shape, padded):
+    """Points ``(..., N, 2)`` and weights (or None) as ``(B, N, 2)`` / ``(B, N)`` with
+    ``shape = (B, N)``, padded on the device to ``padded`` as :func:`_pad_host` pads."""
+    (nb, n), (b, m) = shape, padded
     if weights is not None:
         weights = jnp.broadcast_to(weights, points.shape[:-1]).reshape((nb, n))
-    return points.reshape((nb, n, 2)), weights
+    points = points.reshape((nb, n, 2))
+    if weights is None and (b, m) != (nb, n):
+        weights = jnp.ones((nb, n), points.dtype)
+    if (b, m) != (nb, n):
+        points = jnp.pad(points, ((0, b - nb), (0, m - n), (0, 0)), mode="edge")
+        weights = jnp.pad(jnp.pad(weights, ((0, 0), (0, m - n))), ((0, b - nb), (0, 0)), mode="edge")
+    return points, weights
 
 
 @jax.jit(static_argnames="batch")
 def _unpad(out, *, batch):
-    return ConicFit(*(x.reshape(batch + x.shape[1:]) for x in out))
+    """The first ``prod(batch)`` fits of each result field, with the caller's batch shape."""
+    nb = int(np.prod(batch, dtype=np.int64))
+    return ConicFit(*(x[:nb].reshape(batch + x.shape[1:]) for x in out))

@@ -62,7 +62,7 @@ def _pad_points(arrays, w):
     then rarely compiles anew. Left alone inside a caller's trace."""
     if not all(should_pad(a) for a, _, _ in arrays) or not should_pad(w):
         return [a for a, _, _ in arrays], w
-    m = bucket(w.shape[-1])
+    m = bucket(w.shape[-1], fine=w.size > 1 << 15)  # many sets: padding would cost more than it saves
     return [pad_to(a, m, axis=-1 - item, fill=fill) for a, item, fill in arrays], pad_to(w, m, axis=-1)
 
 

@@ -37,7 +37,10 @@ class Interrupted(BaseException):
 @contextlib.contextmanager
 def interruptible():
     """Within this block SIGINT and SIGTERM raise :class:`Interrupted` once; later signals
-    are ignored, so the clean-up that follows the first one runs to the end."""
+    are ignored, so the clean-up that follows the first one runs to the end. After an
+    interruption they stay ignored when the block is left: the process is on its way out
+    with the first signal's exit code, which a second signal (the default action) would
+    otherwise replace by a kill."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -54,4 +57,4 @@ def interruptible():
         yield
     finally:
         for s, h in old.items():
-            signal.signal(s, h)
+            signal.signal(s, signal.SIG_IGN if hit else h)

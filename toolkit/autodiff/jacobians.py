@@ -4,10 +4,10 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import jax
-from jax.typing import ArrayLike
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.typing import ArrayLike
 from jax.flatten_util import ravel_pytree
 
 from .._checks import check_choice, check_positive_int

@@ -4,9 +4,9 @@ from __future__ import annotations
 from typing import Callable, NamedTuple
 
 import jax
-from jax.typing import ArrayLike
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from ._util import _check_differentiable
 

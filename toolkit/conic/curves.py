@@ -4,9 +4,9 @@ from __future__ import annotations
 import functools
 
 import jax
-from jax.typing import ArrayLike
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from .._buckets import pad_to, padded_size, unpad
 from .._checks import as_float_array, check_choice, check_trailing, result_dtype

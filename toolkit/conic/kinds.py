@@ -4,9 +4,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax
-from jax.typing import ArrayLike
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 
 ELLIPSE, HYPERBOLA, PARABOLA, DEGENERATE = 0, 1, 2, 3

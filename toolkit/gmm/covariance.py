@@ -13,9 +13,9 @@ import dataclasses
 from typing import Any, Callable, NamedTuple
 
 import jax
-from jax.typing import ArrayLike
 import jax.numpy as jnp
 from jax import lax
+from jax.typing import ArrayLike
 from jax.scipy.linalg import solve_triangular
 
 from .._checks import as_float_array

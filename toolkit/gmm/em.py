@@ -4,10 +4,10 @@ from __future__ import annotations
 import functools
 
 import jax
-from jax.typing import ArrayLike
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.typing import ArrayLike
 from jax.scipy.special import logsumexp
 
 from .._buckets import pad_to, unpad

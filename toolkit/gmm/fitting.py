@@ -7,9 +7,9 @@ import warnings
 from typing import Any
 
 import jax
-from jax.typing import ArrayLike
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from .._buckets import pad_to, padded_size, unpad
 from .._checks import as_float_array, as_scalar, check_real, check_weights, is_readable

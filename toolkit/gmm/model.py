@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import jax
-from jax.typing import ArrayLike
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 from jax.scipy.special import logsumexp
 
 from .._buckets import unpad

@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 
 import jax
-from jax.typing import ArrayLike
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 
 # ----------------------------------------------------------------------------- sharding

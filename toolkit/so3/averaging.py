@@ -4,10 +4,10 @@ from __future__ import annotations
 import functools
 
 import jax
-from jax.typing import ArrayLike
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.typing import ArrayLike
 
 from .._checks import as_float_array, as_scalar, check_choice, check_trailing
 from .fitting import _pad_points, _weights

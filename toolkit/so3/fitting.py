@@ -5,10 +5,10 @@ import functools
 from typing import NamedTuple
 
 import jax
-from jax.typing import ArrayLike
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.typing import ArrayLike
 
 from .._buckets import bucket, pad_to, should_pad, unpad
 from .._checks import as_float_array, as_scalar, check_choice, check_finite, check_trailing, check_weights, is_concrete

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import jax
-from jax.typing import ArrayLike
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from .maps import _log, _mat, _vec
 

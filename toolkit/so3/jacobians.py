@@ -4,8 +4,8 @@ from __future__ import annotations
 import functools
 
 import jax
-from jax.typing import ArrayLike
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from .maps import _coefficients, _exp, _hat, _outer, _vec, hat
 

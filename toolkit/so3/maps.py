@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import jax
-from jax.typing import ArrayLike
 import jax.numpy as jnp
 from jax import lax
+from jax.typing import ArrayLike
 
 from .._checks import as_float_array, check_trailing, is_concrete
 

@@ -49,18 +49,19 @@ def top_level(*args) -> bool:
     return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(args))
 
 
-def tuned_jit(fn=None, **kwargs):
-    """``jax.jit`` that compiles top-level calls with :data:`XLA_OPTIONS`, or with
-    :data:`LIGHT_OPTIONS` when called with ``light_compile=True``.
+def tuned_jit(fn=None, *, fast_math: bool = True, **kwargs):
+    """``jax.jit`` that compiles top-level calls with :data:`XLA_OPTIONS` (XLA's defaults
+    when ``fast_math=False``), or with :data:`LIGHT_OPTIONS` when called with
+    ``light_compile=True``.
 
     Inside a user's jit/vmap/grad the function is traced into the caller's computation
     (whose options apply), so a plain ``jax.jit`` serves those calls; so does it where
     this XLA lacks one of these options.
     """
     if fn is None:
-        return functools.partial(tuned_jit, **kwargs)
+        return functools.partial(tuned_jit, fast_math=fast_math, **kwargs)
     plain = jax.jit(fn, **kwargs)
-    tuned = jax.jit(fn, compiler_options=XLA_OPTIONS, **kwargs)
+    tuned = jax.jit(fn, compiler_options=XLA_OPTIONS, **kwargs) if fast_math else plain
     light = jax.jit(fn, compiler_options=LIGHT_OPTIONS, **kwargs)
     usable = [True]  # False once this XLA build has refused an option
 

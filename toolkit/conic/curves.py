@@ -162,7 +162,11 @@ def residuals(coeffs: ArrayLike, points: ArrayLike, *, kind: str = "algebraic") 
     n = pts.shape[-2]
     m = padded_size(pts, axis=-2)
     mask = pad_to(np.ones(pts.shape[:-1], dt), m, axis=-1)
-    return unpad(_residuals(c, pad_to(pts, m, axis=-2, fill="edge"), mask, kind), n, axis=-1)
+    light = pts.size // 2 <= _LIGHT_POINTS  # small: compile 2-3x faster, the run takes microseconds
+    return unpad(_residuals(c, pad_to(pts, m, axis=-2, fill="edge"), mask, kind, light_compile=light), n, axis=-1)
+
+
+_LIGHT_POINTS = 1 << 15
 
 
 @_jit(static_argnums=3)

@@ -14,7 +14,8 @@ from .._buckets import pad_to, unpad
 from .._checks import as_float_array, check_choice
 from .._xla import row_sums
 from .covariance import COVARIANCE, _Stats, _log_det_chol, _log_gaussian, _needs_fourth_moment, _params_from_stats, _rank_deficient
-from .types import COVARIANCE_TYPES, GMM, _check_X, _check_gmm_X, _check_shrinkage, _raise_for_rows, _row_summary
+from .options import _check_shrinkage
+from .types import COVARIANCE_TYPES, GMM, _check_X, _check_gmm_X, _raise_for_rows, _row_summary
 
 
 def _use_features(d, k, dtype, covariance_type, shrinkage):

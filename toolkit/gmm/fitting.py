@@ -16,7 +16,8 @@ from .._checks import as_float_array, as_scalar, check_real, check_weights, is_r
 from .._xla import tuned_jit
 from .em import _em, _m_step, _small
 from .init import _init_resp
-from .types import GMM, FitInfo, RegularizationWarning, _check_X, _check_fit_options, _raise_for_rows, _row_summary
+from .options import _check_fit_options
+from .types import GMM, FitInfo, RegularizationWarning, _check_X, _raise_for_rows, _row_summary
 
 
 # ----------------------------------------------------------------------------- fit

@@ -14,7 +14,8 @@ from .._checks import check_positive_int, result_dtype
 from .covariance import _params_from_stats, _rank_deficient
 from .em import _e_stats, _features, _use_features
 from .fitting import fit
-from .types import GMM, FitInfo, _check_fit_options
+from .options import _check_fit_options
+from .types import GMM, FitInfo
 from .sources import _Source
 from .streaming import _stats_zero
 

@@ -18,7 +18,8 @@ from .covariance import COVARIANCE, _Stats, _needs_fourth_moment, _params_from_s
 from .em import _e_stats, _features, _stats_from_resp, _use_features
 from .fitting import _best_restart
 from .init import _assign, _init_resp, _kmeans_pp, _lloyd_centers, _lloyd_iters, _lloyd_sums, _lloyd_update, _row_uniform
-from .types import GMM, FitInfo, _check_fit_options
+from .options import _check_fit_options
+from .types import GMM, FitInfo
 from .sharding import _dev, _process_gather, _process_sum
 from .sources import _Source
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._buckets import pad_to, padded_size
-from .._checks import _host_float_array, as_float_array, check_choice, check_positive_int, check_real
+from .._checks import _host_float_array, as_float_array
 
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
@@ -146,38 +146,3 @@ def _check_finite_rows(X, where, name, what="", n=None):
     """:func:`_raise_for_rows` with the summary computed here."""
     if not isinstance(X, jax.core.Tracer):
         _raise_for_rows(_first_bad_row(X), X, where, name, what, n)
-
-
-def _check_shrinkage(shrinkage, covariance_type, where):
-    if shrinkage is None:
-        return None
-    if isinstance(shrinkage, str):
-        from .covariance import COVARIANCE, SHRINKAGE  # covariance imports this module
-
-        check_choice(shrinkage, tuple(SHRINKAGE), "shrinkage", where)
-        if not COVARIANCE[covariance_type].matrix:
-            raise ValueError(f"{where}: shrinkage={shrinkage!r} needs covariance_type 'full' or 'tied', "
-                             f"got {covariance_type!r} (use a float shrinkage for 'diag')")
-        return shrinkage
-    if isinstance(shrinkage, bool) or not isinstance(shrinkage, (int, float)) or not 0 <= shrinkage <= 1:
-        raise ValueError(f"{where}: shrinkage must be None, 'ledoit_wolf', 'oas' or a float in [0, 1], "
-                         f"got {shrinkage!r}")
-    return float(shrinkage)
-
-
-def _check_fit_options(where, d, dtype, n_components, covariance_type, reg_covar, shrinkage, init, n_init,
-                       max_iter):
-    """Validate fit's options; returns ``(shrinkage, gmm_init or None)``."""
-    check_positive_int(n_components, "n_components", where)
-    check_choice(covariance_type, COVARIANCE_TYPES, "covariance_type", where)
-    shrinkage = _check_shrinkage(shrinkage, covariance_type, where)
-    check_real(reg_covar, "reg_covar", where)
-    check_positive_int(n_init, "n_init", where)
-    check_positive_int(max_iter, "max_iter", where)
-    if isinstance(init, GMM):
-        if init.covariance_type != covariance_type or init.means.shape != (n_components, d):
-            raise ValueError(f"{where}: init GMM has covariance_type {init.covariance_type!r} and means "
-                             f"{tuple(init.means.shape)}; expected {covariance_type!r} and {(n_components, d)}")
-        return shrinkage, jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), init)
-    check_choice(init, INITS, "init", where)
-    return shrinkage, None

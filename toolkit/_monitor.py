@@ -4,10 +4,12 @@ The tests assert with it that repeated calls compile nothing and that a size swe
 compiles a bounded number of times; the latency benchmark reports its counts and the
 time each phase took. Timing alone cannot tell a compilation from a slow run.
 
+>>> def double(x):
+...     return 2 * x
 >>> with CompileLog() as log:
-...     _ = jax.jit(lambda x: x + 1)(jnp.arange(3))
->>> log.compiles >= 1, log.compile_seconds > 0
-(True, True)
+...     _ = jax.jit(double)(jnp.arange(3.0))
+>>> log.traces >= 1  # a new function is traced (and compiled, unless a persistent cache has it)
+True
 """
 from __future__ import annotations
 

@@ -35,17 +35,18 @@ def as_float_array(x: Any, name: str, where: str, dtype=None) -> jax.Array:
     if not isinstance(x, jax.Array):
         # converted on the host: jnp's astype would compile once per new shape
         return jax.device_put(_host_float_array(x, name, where, dtype))
-    try:
-        arr = jnp.asarray(x)
-    except TypeError as exc:
-        raise TypeError(f"{where}: argument {name!r} must be an array of numbers, got {type(x).__name__}") from exc
-    if jnp.issubdtype(arr.dtype, jnp.complexfloating):
-        raise TypeError(f"{where}: argument {name!r} must be real, got dtype {arr.dtype}")
-    if not (jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)
-            or arr.dtype == jnp.bool_):
-        raise TypeError(f"{where}: argument {name!r} must be numeric, got dtype {arr.dtype}")
-    target = dtype if dtype is not None else result_dtype(arr.dtype)
-    return arr.astype(target) if arr.dtype != target else arr
+    target = _float_target(x.dtype, name, where, dtype)
+    return x.astype(target) if x.dtype != target else x
+
+
+def _float_target(dt, name: str, where: str, dtype=None) -> np.dtype:
+    """The floating dtype an array of dtype ``dt`` converts to (``dtype`` if given), after
+    refusing complex and non-numeric dtypes."""
+    if jnp.issubdtype(dt, jnp.complexfloating):
+        raise TypeError(f"{where}: argument {name!r} must be real, got dtype {dt}")
+    if not (jnp.issubdtype(dt, jnp.floating) or jnp.issubdtype(dt, jnp.integer) or dt == np.bool_):
+        raise TypeError(f"{where}: argument {name!r} must be numeric, got dtype {dt}")
+    return np.dtype(dtype if dtype is not None else result_dtype(jax.dtypes.canonicalize_dtype(dt)))
 
 
 def _host_float_array(x: Any, name: str, where: str, dtype=None) -> np.ndarray:
@@ -54,12 +55,7 @@ def _host_float_array(x: Any, name: str, where: str, dtype=None) -> np.ndarray:
         arr = np.asarray(x)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{where}: argument {name!r} must be an array of numbers, got {type(x).__name__}") from exc
-    if np.issubdtype(arr.dtype, np.complexfloating):
-        raise TypeError(f"{where}: argument {name!r} must be real, got dtype {arr.dtype}")
-    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
-        raise TypeError(f"{where}: argument {name!r} must be numeric, got dtype {arr.dtype}")
-    target = np.dtype(dtype if dtype is not None else result_dtype(jax.dtypes.canonicalize_dtype(arr.dtype)))
-    return arr.astype(target, copy=False)
+    return arr.astype(_float_target(arr.dtype, name, where, dtype), copy=False)
 
 
 def check_trailing(arr: jax.Array, tail: Sequence[int | None], name: str, where: str) -> None:

@@ -256,8 +256,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def _mixture(self):
         """The fitted mixture as float64 JAX arrays, converted once per fit (in ``_set``, or
-        on unpickling): a conversion per call would cost more than a small predict."""
-        if "_gmm_device" not in self.__dict__:  # restored by a path that skipped __setstate__
+        on first use after unpickling): a conversion per call would cost more than a small
+        predict."""
+        if "_gmm_device" not in self.__dict__:  # not pickled: see __getstate__
             self._to_device()
         return self._gmm_device
 
@@ -269,11 +270,6 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         state = super().__getstate__()
         state.pop("_gmm_device", None)  # device arrays: rebuilt in float64 whatever x64 is there
         return state
-
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        if "_gmm" in state:
-            self._to_device()
 
     def _infer(self, fn, X):
         """``fn`` (a jitted function of toolkit.gmm.model) on X as a numpy array of

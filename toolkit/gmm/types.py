@@ -120,9 +120,6 @@ def _row_summary(X):
     return jnp.where(jnp.any(bad), jnp.argmax(bad), -1), jnp.max(jnp.where(fin, jnp.abs(X), 0))
 
 
-_first_bad_row = jax.jit(_row_summary)
-
-
 def _raise_for_rows(summary, X, where, name, what="", n=None):
     """ValueError naming the first non-finite row of concrete ``X`` (from ``summary =
     _row_summary(X)``), or saying that its values are too large for its dtype (their sums
@@ -140,9 +137,3 @@ def _raise_for_rows(summary, X, where, name, what="", n=None):
     if top > (float(jnp.finfo(X.dtype).max) / (4.0 * n * d)) ** 0.5:
         raise ValueError(f"{where}: {what}{name} has values up to {top:.3g}, too large for {X.dtype} (sums of "
                          f"their squares overflow); pass float64 data or rescale it")
-
-
-def _check_finite_rows(X, where, name, what="", n=None):
-    """:func:`_raise_for_rows` with the summary computed here."""
-    if not isinstance(X, jax.core.Tracer):
-        _raise_for_rows(_first_bad_row(X), X, where, name, what, n)

@@ -322,8 +322,12 @@ def test_bad_input_raises_clear_errors():
     bad[3, 1] = np.nan
     with pytest.raises(ValueError, match="NaN or inf"):
         conic.fit(bad)
-    with pytest.raises(ValueError, match="kind='circle'"):
-        conic.fit(pts, kind="circle")
+    with pytest.raises(ValueError, match="kind='parabola'"):
+        conic.fit(pts, kind="parabola")
+    with pytest.raises(ValueError, match="method='pratt' fits circles only"):
+        conic.fit(pts, method="pratt")
+    with pytest.raises(ValueError, match="at least 3 points"):
+        conic.fit(pts[:2], kind="circle")
     with pytest.raises(ValueError, match="method='ransac'"):
         conic.fit(pts, method="ransac")
     with pytest.raises(ValueError, match="non-negative"):
@@ -524,3 +528,135 @@ def test_translation_and_scale_do_not_matter_or_are_flagged(dtype, shift, scale)
     np.testing.assert_allclose(np.asarray(geo.semi_axes, np.float64), np.array([3.0, 2.0]) * scale, rtol=rtol)
     np.testing.assert_allclose(np.asarray(geo.center, np.float64), (np.array([1.0, 0.0]) + shift) * scale,
                                rtol=rtol, atol=rtol * scale)
+
+
+# --- circles ------------------------------------------------------------------------
+
+def circle_points(rng, n, *, center, radius, arc, noise=0.0, start=0.0):
+    t = start + np.sort(rng.uniform(0, arc, n))
+    p = np.stack([center[0] + radius * np.cos(t), center[1] + radius * np.sin(t)], -1)
+    return p + noise * rng.normal(size=p.shape)
+
+
+def circle_lstsq(p, w=None):
+    """Oracles: Kasa (linear least squares, A = 1) and the orthogonal-distance fit
+    (scipy.optimize.least_squares), both in float64 on the host."""
+    from scipy.optimize import least_squares
+    w = np.ones(len(p)) if w is None else w
+    M = np.stack([p[:, 0], p[:, 1], np.ones(len(p))], -1) * np.sqrt(w)[:, None]
+    D, E, F = np.linalg.lstsq(M, -(p ** 2).sum(1) * np.sqrt(w), rcond=None)[0]
+    kasa = np.array([-D / 2, -E / 2, np.sqrt(D * D / 4 + E * E / 4 - F)])
+    geo = least_squares(lambda q: np.sqrt(w) * (np.hypot(p[:, 0] - q[0], p[:, 1] - q[1]) - q[2]), kasa,
+                        xtol=1e-15, ftol=1e-15, gtol=1e-15).x
+    return kasa, geo
+
+
+def center_radius(fit):
+    g = conic.geometry(fit.coeffs)
+    return np.asarray(g.center), np.asarray(g.semi_axes)
+
+
+@pytest.mark.parametrize("method", conic.CIRCLE_METHODS)
+def test_circles_recovered_exactly_from_noise_free_arcs(method):
+    rng = np.random.default_rng(5)
+    arcs = (np.pi / 2, np.pi, 2 * np.pi, np.pi / 2)
+    scales = (1e-3, 1.0, 1e3, 10.0)
+    cases = [dict(center=rng.normal(size=2) * 5 * s, radius=rng.uniform(1, 3) * s, arc=a, start=rng.uniform(0, 6))
+             for a, s in zip(arcs, scales)]
+    pts = np.stack([circle_points(rng, 20, **c) for c in cases])
+    fit = conic.fit(pts, kind="circle", method=method)
+    ctr, ax = center_radius(fit)
+    assert np.all(np.asarray(fit.ok)) and np.all(np.asarray(fit.kind) == conic.ELLIPSE)
+    for i, c in enumerate(cases):
+        np.testing.assert_allclose(ctr[i], c["center"], atol=1e-9 * c["radius"])
+        np.testing.assert_allclose(ax[i], [c["radius"]] * 2, rtol=1e-9)
+    c = np.asarray(fit.coeffs)  # unit norm, A = C, B = 0
+    np.testing.assert_allclose(np.linalg.norm(c, axis=-1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(c[:, 0], c[:, 2], rtol=1e-12)
+    assert np.all(c[:, 1] == 0)
+    assert np.all(np.asarray(fit.residual) <= 1e-9 * np.array(scales))
+
+
+def test_circle_fits_match_least_squares_oracles_on_noisy_arcs():
+    rng = np.random.default_rng(6)
+    pts = np.stack([circle_points(rng, N, center=(2.0, -1.0), radius=3.0, arc=a, noise=0.1)
+                    for a in (np.pi / 2, np.pi, 2 * np.pi)])
+    w = rng.uniform(0.5, 2.0, pts.shape[:2])
+    for weights in (None, w):
+        kasa = conic.fit(pts, kind="circle", method="direct", weights=weights)
+        geo = conic.fit(pts, kind="circle", method="geometric", weights=weights)
+        for i in range(len(pts)):
+            want_k, want_g = circle_lstsq(pts[i], None if weights is None else w[i])
+            c, r = center_radius(kasa)
+            np.testing.assert_allclose(np.r_[c[i], r[i, 0]], want_k, rtol=1e-9, atol=1e-9)
+            c, r = center_radius(geo)
+            np.testing.assert_allclose(np.r_[c[i], r[i, 0]], want_g, rtol=1e-7, atol=1e-7)
+            d = np.hypot(pts[i, :, 0] - want_g[0], pts[i, :, 1] - want_g[1]) - want_g[2]
+            ww = np.ones(N) if weights is None else w[i]
+            np.testing.assert_allclose(float(geo.residual[i]), np.sqrt(np.sum(ww * d * d) / ww.sum()), rtol=1e-7)
+
+
+def test_circle_methods_rank_as_the_theory_says_on_short_arcs():
+    # Kasa's fit shrinks circles on short arcs; the normalised fits do not (Chernov 2010).
+    rng = np.random.default_rng(7)
+    pts = np.stack([circle_points(rng, N, center=(0.0, 0.0), radius=1.0, arc=np.pi / 3, noise=0.01)
+                    for _ in range(200)])
+    err = {}
+    for m in conic.CIRCLE_METHODS:
+        _, r = center_radius(conic.fit(pts, kind="circle", method=m))
+        err[m] = np.mean(r[:, 0]) - 1.0
+    assert err["direct"] < -3 * max(abs(err["hyper"]), abs(err["geometric"]))
+    assert abs(err["hyper"]) < abs(err["pratt"]) + 0.01
+
+
+def test_circle_batched_equals_looped_and_jit_vmap_grad():
+    rng = np.random.default_rng(8)
+    pts = np.stack([circle_points(rng, N, center=rng.normal(size=2), radius=2.0, arc=np.pi, noise=0.05)
+                    for _ in range(4)])
+    for m in ("hyper", "geometric"):
+        batched = conic.fit(pts, kind="circle", method=m).coeffs
+        looped = np.stack([np.asarray(conic.fit(p, kind="circle", method=m).coeffs) for p in pts])
+        np.testing.assert_allclose(batched, looped, atol=1e-12)
+        jitted = jax.jit(lambda p, m=m: conic.fit(p, kind="circle", method=m).coeffs)(pts)
+        np.testing.assert_allclose(jitted, looped, atol=1e-10)
+        vmapped = jax.vmap(lambda p, m=m: conic.fit(p, kind="circle", method=m).coeffs)(pts)
+        np.testing.assert_allclose(vmapped, looped, atol=1e-10)
+
+    def radius(p, m):
+        return conic.geometry(conic.fit(p, kind="circle", method=m).coeffs).semi_axes[0]
+
+    v = rng.normal(size=pts[0].shape)
+    for m in ("direct", "hyper", "geometric"):
+        g = jax.grad(radius)(jnp.asarray(pts[0]), m)
+        h = 1e-6
+        fd = (radius(pts[0] + h * v, m) - radius(pts[0] - h * v, m)) / (2 * h)
+        np.testing.assert_allclose(float(jnp.sum(g * v)), float(fd), rtol=1e-5)
+
+
+def test_circle_degenerate_points_flag_not_ok():
+    line = np.stack([np.arange(6.0), 2 * np.arange(6.0) + 1], -1)
+    same = np.ones((6, 2))
+    two = np.array([[0.0, 0], [1, 1], [0, 0], [1, 1], [0, 0], [1, 1]])
+    for m in conic.CIRCLE_METHODS:
+        fit = conic.fit(np.stack([line, same, two]), kind="circle", method=m)
+        assert not np.any(np.asarray(fit.ok)), m
+        assert np.all(np.isfinite(np.asarray(fit.coeffs)))
+    three = conic.fit(np.array([[0.0, 0], [2, 0], [0, 2]]), kind="circle")
+    c, r = center_radius(three)
+    assert bool(three.ok)
+    np.testing.assert_allclose(c, [1, 1], atol=1e-12)
+    np.testing.assert_allclose(r, [np.sqrt(2)] * 2, rtol=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(shift=st.tuples(st.floats(-1e3, 1e3), st.floats(-1e3, 1e3)), scale=st.floats(1e-2, 1e2),
+       turn=st.floats(-np.pi, np.pi))
+def test_circle_fit_is_equivariant_under_similarity(shift, scale, turn):
+    rng = np.random.default_rng(9)
+    p = circle_points(rng, 12, center=(0.3, -0.2), radius=1.0, arc=2.0, noise=0.05)
+    c0, r0 = center_radius(conic.fit(p, kind="circle", method="geometric"))
+    R = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
+    q = scale * p @ R.T + np.asarray(shift)
+    c1, r1 = center_radius(conic.fit(q, kind="circle", method="geometric"))
+    np.testing.assert_allclose(c1, scale * R @ c0 + np.asarray(shift), atol=1e-7 * (scale + np.abs(shift).max()))
+    np.testing.assert_allclose(r1, scale * r0, rtol=1e-7)

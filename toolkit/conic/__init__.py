@@ -26,6 +26,10 @@ Methods (``fit(points, kind=..., method=...)``):
   distances (closest points by bracketed Newton in the conic's own frame),
   started from ``"hyper"``. The most accurate on short arcs and noisy data.
 
+Circles (``kind="circle"``, :mod:`toolkit.conic.circle`): ``"direct"`` is Kasa's fit,
+``"pratt"``, ``"taubin"`` and ``"hyper"`` (hyperaccurate) are the normalised algebraic
+fits, ``"geometric"`` refines the centre and radius by LM from ``"hyper"``.
+
 ``taubin``/``hyper``/``geometric`` with ``kind="ellipse"`` or ``"hyperbola"`` fall
 back to the direct constrained fit whenever the unconstrained answer has the wrong
 type, so the requested kind is always honoured.
@@ -43,7 +47,8 @@ from __future__ import annotations
 from .curves import classify, from_geometry, geometry, residuals, sample
 from .fitting import fit
 from .kinds import DEGENERATE, ELLIPSE, HYPERBOLA, KINDS, PARABOLA, ConicFit, ConicGeometry, kind_name
-from .methods import METHODS
+from .methods import CIRCLE_METHODS, METHODS
+from .models import CircleModel, EllipseModel, FailedEstimation
 
 __all__ = [
     "fit",
@@ -61,4 +66,8 @@ __all__ = [
     "DEGENERATE",
     "KINDS",
     "METHODS",
+    "CIRCLE_METHODS",
+    "EllipseModel",
+    "CircleModel",
+    "FailedEstimation",
 ]

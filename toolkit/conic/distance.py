@@ -34,7 +34,9 @@ def _frame(theta, rtol):
     kind = _classify(theta, rtol, inv)
     # (c, s) = (cos phi, sin phi), phi = atan2(B, A - C) / 2: the eigenvector of
     # [[A, B/2], [B/2, C]] with eigenvalue l1 below; a circle (h = 0) takes phi = 0.
-    h = jnp.sqrt((A - C) ** 2 + B * B)
+    h2 = (A - C) ** 2 + B * B
+    # a circle (h = 0) has no axis direction: a safe square root keeps its derivatives finite
+    h = jnp.where(h2 > 0, jnp.sqrt(jnp.where(h2 > 0, h2, 1.0)), 0.0)
     hs = jnp.where(h > 0, h, 1.0)
     cos2 = jnp.where(h > 0, (A - C) / hs, 1.0)
     sin2 = jnp.where(h > 0, B / hs, 0.0)

@@ -10,10 +10,11 @@ from .._buckets import bucket, should_pad
 from .._checks import as_float_array, as_scalar, check_choice, check_finite, check_trailing, check_weights, is_concrete
 from .._xla import tuned_jit as _jit
 from .distance import _distances, _frame, _sampson
+from .circle import _circle_from_moments
 from .geometric import _geometric_refine, _kind_ok
-from .kinds import (ELLIPSE, HYPERBOLA, _FIT_KINDS, _MIN_POINTS, _RESIDUALS, ConicFit, _canonical_sign, _classify,
-                    _rtol)
-from .methods import METHOD_TABLE, METHODS, SOLVERS, _direct, _spread, _too_few_points
+from .kinds import (ELLIPSE, HYPERBOLA, _FIT_KINDS, _MIN_CIRCLE_POINTS, _MIN_POINTS, _RESIDUALS, ConicFit,
+                    _canonical_sign, _classify, _rtol)
+from .methods import CIRCLE_METHODS, METHOD_TABLE, SOLVERS, _direct, _spread, _too_few_points
 from .moments import _denormalise, _normalised, _scatter, _stats
 
 
@@ -31,7 +32,10 @@ def _stats_jit(points, weights):
 
 @_jit(static_argnames=("solver", "target"))
 def _moments_solver_jit(mom, *, solver, target):
-    """A solver that needs only the moments ``(B, 15)``: ``(theta (B, 6), ok (B,))``."""
+    """A solver that needs only the moments ``(B, 15)``: ``(theta (B, 6), ok (B,))``.
+    Every circle solver is one."""
+    if target == "circle":
+        return _circle_from_moments(mom, solver)
     return SOLVERS[solver].from_moments(mom, target)
 
 
@@ -62,7 +66,7 @@ def _finish_jit(points, weights, st, theta, ok, want, *, residual):
     """Kind codes, residuals, and coefficients mapped back to data coordinates.
 
     ``want`` is the index of the requested kind in ``_FIT_KINDS``, traced so that one
-    compilation serves every kind.
+    compilation serves every kind (a circle is an ellipse here).
     """
     rtol = _rtol(theta.dtype)
     theta = _finite_or_x2(theta)
@@ -77,7 +81,7 @@ def _finish_jit(points, weights, st, theta, ok, want, *, residual):
         res = jnp.where(jnp.isfinite(res), res, jnp.inf)
     coeffs = _canonical_sign(_denormalise(theta, st.mean, st.scale))
     proper = (code == ELLIPSE) | (code == HYPERBOLA)
-    right = jnp.where(want == 1, code == ELLIPSE, jnp.where(want == 2, code == HYPERBOLA, proper))
+    right = jnp.where((want == 1) | (want == 3), code == ELLIPSE, jnp.where(want == 2, code == HYPERBOLA, proper))
     # Unit-norm coefficients in data coordinates hold the conic only while the offset of
     # the points is not too large against their spread: the constant term carries
     # (offset / spread)^2 times the curve's own scale, and loses that much precision.
@@ -98,11 +102,15 @@ def fit(points: ArrayLike, *, kind: str = "any", method: str = "direct", weights
     """Fit a conic to 2-D points, batched over leading axes.
 
     Args:
-      points: ``(..., N, 2)``, N >= 5.
-      kind: "any" (best conic of any type), "ellipse" (4AC - B^2 > 0 enforced) or
-        "hyperbola" (4AC - B^2 < 0 enforced).
-      method: "direct" (constrained algebraic, Halir-Flusser), "taubin", "hyper"
-        (hyper least squares) or "geometric" (orthogonal distances, LM from "hyper").
+      points: ``(..., N, 2)``, N >= 5 (N >= 3 for circles).
+      kind: "any" (best conic of any type), "ellipse" (4AC - B^2 > 0 enforced),
+        "hyperbola" (4AC - B^2 < 0 enforced) or "circle" (A = C, B = 0: see
+        :mod:`toolkit.conic.circle`; ``geometry`` gives the centre and, as both
+        semi-axes, the radius).
+      method: "direct" (constrained algebraic, Halir-Flusser; Kasa for circles),
+        "taubin", "hyper" (hyper least squares; hyperaccurate for circles),
+        "geometric" (orthogonal distances, LM from "hyper") or, for circles only,
+        "pratt".
       weights: optional ``(..., N)`` non-negative point weights (broadcastable). Under
         ``jit``, where they cannot raise, negative, NaN or all-zero weights give
         ``ok = False`` for that fit.
@@ -141,13 +149,17 @@ def fit(points: ArrayLike, *, kind: str = "any", method: str = "direct", weights
     """
     where = "conic.fit"
     check_choice(kind, _FIT_KINDS, "kind", where)
-    check_choice(method, METHODS, "method", where)
+    check_choice(method, CIRCLE_METHODS, "method", where)
     check_choice(residual, _RESIDUALS, "residual", where)
+    circle = kind == "circle"
+    if method == "pratt" and not circle:
+        raise ValueError(f"{where}: method='pratt' fits circles only (kind='circle'), got kind={kind!r}")
     pts = as_float_array(points, "points", where)
     check_trailing(pts, (None, 2), "points", where)
     n = pts.shape[-2]
-    if n < _MIN_POINTS:
-        raise ValueError(f"{where}: argument 'points' needs at least {_MIN_POINTS} points per fit, got {n}")
+    least = _MIN_CIRCLE_POINTS if circle else _MIN_POINTS
+    if n < least:
+        raise ValueError(f"{where}: argument 'points' needs at least {least} points per fit, got {n}")
     if not isinstance(max_iter, int) or max_iter < 0:
         raise ValueError(f"{where}: max_iter must be a non-negative int, got {max_iter!r}")
     batch = pts.shape[:-2]
@@ -177,7 +189,7 @@ def fit(points: ArrayLike, *, kind: str = "any", method: str = "direct", weights
     light = flat.shape[0] * flat.shape[1] <= _LIGHT_MAX
     st, few = _stats_jit(flat, wf, light_compile=light)
     how = METHOD_TABLE[method]
-    if SOLVERS[how.solver].from_moments is not None:
+    if circle or SOLVERS[how.solver].from_moments is not None:
         theta, ok = _moments_solver_jit(st.mom, solver=how.solver, target=kind, light_compile=light)
     else:
         theta, ok = _per_set_solver_jit(flat, wf, st, solver=how.solver, target=kind, light_compile=light)
@@ -186,6 +198,8 @@ def fit(points: ArrayLike, *, kind: str = "any", method: str = "direct", weights
                                light_compile=light)
     want = np.int32(_FIT_KINDS.index(kind))
     concrete = is_concrete(st.valid)
+    if circle:  # any 3 points not on one line (the solvers' own test) determine a circle
+        few = np.zeros(few.shape, bool)
     # Traced input takes the moment test's word for "fewer than 5 distinct points";
     # concrete input has it confirmed exactly on the host below, and raises.
     out = ConicFit(*_finish_jit(flat, wf, st, theta, ok if concrete else ok & ~few, want, residual=residual,

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from .circle import _circle_geometric
 from .distance import _foot, _grad_q
 from .kinds import ELLIPSE, HYPERBOLA, _unit
 from .moments import _design
@@ -14,7 +15,7 @@ from .moments import _design
 
 def _kind_ok(kind, target):
     """Whether kind code(s) ``kind`` satisfy the requested ``target`` ("any": a proper conic)."""
-    if target == "ellipse":
+    if target in ("ellipse", "circle"):
         return kind == ELLIPSE
     if target == "hyperbola":
         return kind == HYPERBOLA
@@ -30,7 +31,10 @@ def _geometric(theta0, x, y, w, target, max_iter, tol, rtol):
     steps that increase the cost. Each fit stops on its own; the loop runs until all
     have (or ``max_iter``), written batched rather than vmapped so that the closest-point
     search keeps its fast path (under vmap its ``lax.cond`` would become a select).
+    Circles (``target="circle"``) refine their centre and radius instead.
     """
+    if target == "circle":
+        return _circle_geometric(theta0, x, y, w, max_iter, tol)
     dt = x.dtype
     eye = jnp.eye(6, dtype=dt)
 

@@ -11,9 +11,10 @@ from jax.typing import ArrayLike
 
 ELLIPSE, HYPERBOLA, PARABOLA, DEGENERATE = 0, 1, 2, 3
 KINDS = ("ellipse", "hyperbola", "parabola", "degenerate")
-_FIT_KINDS = ("any", "ellipse", "hyperbola")
+_FIT_KINDS = ("any", "ellipse", "hyperbola", "circle")
 _RESIDUALS = ("exact", "sampson", "none")
 _MIN_POINTS = 5
+_MIN_CIRCLE_POINTS = 3
 
 
 class ConicFit(NamedTuple):

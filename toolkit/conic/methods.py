@@ -116,8 +116,9 @@ def _v0(q):
     return Jx[:, :, None] * Jx[:, None, :] + Jy[:, :, None] * Jy[:, None, :]
 
 
-def _pencil_max_abs(M, N, eig_M=None):
-    """theta for the largest |mu| of ``N theta = mu M theta`` (M PSD, possibly singular).
+def _pencil_max_abs(M, N, eig_M=None, *, signed=False):
+    """theta for the largest |mu| (``signed``: the largest mu) of ``N theta = mu M theta``
+    (M ``(n, n)`` PSD, possibly singular; n is 6 for conics, 4 for circles).
 
     ``eig_M``: ``jnp.linalg.eigh(M)`` if the caller has it already. Sharing it matters
     beyond speed: two independent batched LAPACK calls in flight at once have
@@ -128,14 +129,14 @@ def _pencil_max_abs(M, N, eig_M=None):
     bordered system ``[(M - l N) theta; theta0^T theta - 1] = 0`` then restore full
     precision, because that system stays regular when ``M - l N`` is singular.
     """
-    dt = M.dtype
+    dt, n = M.dtype, M.shape[-1]
     eps = jnp.finfo(dt).eps
     s, U = jnp.linalg.eigh(M) if eig_M is None else eig_M
     floor = jnp.maximum(s[-1], jnp.finfo(dt).tiny) * 10 * eps
     Wh = (U / jnp.sqrt(jnp.maximum(s, floor))) @ U.T
     K = Wh @ N @ Wh
     mu, V = jnp.linalg.eigh(0.5 * (K + K.T))
-    i = jnp.argmax(jnp.abs(mu))
+    i = jnp.argmax(mu if signed else jnp.abs(mu))
     theta = Wh @ V[:, i]
     theta = theta / jnp.linalg.norm(theta)
     theta0 = theta
@@ -145,10 +146,10 @@ def _pencil_max_abs(M, N, eig_M=None):
         nth = N @ th
         den = th @ nth
         lam = jnp.where(den != 0, (th @ M @ th) / jnp.where(den != 0, den, 1.0), 0.0)
-        Jb = jnp.zeros((7, 7), dt)
-        Jb = Jb.at[:6, :6].set(M - lam * N).at[:6, 6].set(-nth).at[6, :6].set(theta0)
+        Jb = jnp.zeros((n + 1, n + 1), dt)
+        Jb = Jb.at[:n, :n].set(M - lam * N).at[:n, n].set(-nth).at[n, :n].set(theta0)
         rhs = -jnp.concatenate([(M - lam * N) @ th, (theta0 @ th - 1.0)[None]])
-        step = jnp.linalg.solve(Jb, rhs)[:6]
+        step = jnp.linalg.solve(Jb, rhs)[:n]
         new = th + step
         new = new / jnp.linalg.norm(new)
         good = jnp.all(jnp.isfinite(new))
@@ -227,5 +228,7 @@ METHOD_TABLE: dict[str, Method] = {
     "taubin": Method("taubin"),
     "hyper": Method("hyper"),
     "geometric": Method("hyper", refine=True),
+    "pratt": Method("pratt"),  # circles only
 }
-METHODS = tuple(METHOD_TABLE)
+METHODS = tuple(m for m in METHOD_TABLE if m != "pratt")  # for every kind
+CIRCLE_METHODS = tuple(METHOD_TABLE)  # kind="circle"

@@ -49,6 +49,7 @@ from .fitting import fit
 from .kinds import DEGENERATE, ELLIPSE, HYPERBOLA, KINDS, PARABOLA, ConicFit, ConicGeometry, kind_name
 from .methods import CIRCLE_METHODS, METHODS
 from .models import CircleModel, EllipseModel, FailedEstimation
+from .robust import SCORINGS, ransac
 
 __all__ = [
     "fit",
@@ -67,6 +68,8 @@ __all__ = [
     "KINDS",
     "METHODS",
     "CIRCLE_METHODS",
+    "ransac",
+    "SCORINGS",
     "EllipseModel",
     "CircleModel",
     "FailedEstimation",

@@ -186,24 +186,9 @@ def fit(points: ArrayLike, *, kind: str = "any", method: str = "direct", weights
         flat, wf = _prepare(pts, w, shape=(nb, n), padded=to)
     else:
         flat, wf = pts, w
-    light = flat.shape[0] * flat.shape[1] <= _LIGHT_MAX
-    st, few = _stats_jit(flat, wf, light_compile=light)
-    how = METHOD_TABLE[method]
-    if circle or SOLVERS[how.solver].from_moments is not None:
-        theta, ok = _moments_solver_jit(st.mom, solver=how.solver, target=kind, light_compile=light)
-    else:
-        theta, ok = _per_set_solver_jit(flat, wf, st, solver=how.solver, target=kind, light_compile=light)
-    if how.refine:
-        theta = _geometric_jit(flat, wf, st, theta, as_scalar(tol, pts.dtype), target=kind, max_iter=max_iter,
-                               light_compile=light)
-    want = np.int32(_FIT_KINDS.index(kind))
-    concrete = is_concrete(st.valid)
-    if circle:  # any 3 points not on one line (the solvers' own test) determine a circle
-        few = np.zeros(few.shape, bool)
-    # Traced input takes the moment test's word for "fewer than 5 distinct points";
-    # concrete input has it confirmed exactly on the host below, and raises.
-    out = ConicFit(*_finish_jit(flat, wf, st, theta, ok if concrete else ok & ~few, want, residual=residual,
-                                light_compile=light))
+    concrete = is_concrete(flat) and (wf is None or is_concrete(wf))
+    out, st, few = _staged_fit(flat, wf, kind=kind, method=method, max_iter=max_iter, tol=as_scalar(tol, pts.dtype),
+                               residual=residual, screen_few=not concrete)
     # checked last, so that waiting for the device does not hold up dispatching the stages
     if concrete:
         if not np.all(np.asarray(st.valid)):
@@ -212,6 +197,31 @@ def fit(points: ArrayLike, *, kind: str = "any", method: str = "direct", weights
     if out.ok.shape != batch:
         out = ConicFit(*(_unpad_host(x, nb, batch) for x in out)) if host else _unpad(out, batch=batch)
     return out
+
+
+def _staged_fit(flat, wf, *, kind, method, max_iter, tol, residual, screen_few):
+    """The fit's jitted stages on points ``flat (B, N, 2)`` and weights ``wf (B, N)`` or
+    None, already checked and padded: ``(ConicFit, stats, few)``. Raises nothing.
+
+    ``screen_few``: take the moment test's word for "fewer than 5 distinct points"
+    (ok = False there). Otherwise the caller confirms it exactly on the host and raises,
+    as ``fit`` does for concrete input.
+    """
+    light = flat.shape[0] * flat.shape[1] <= _LIGHT_MAX
+    st, few = _stats_jit(flat, wf, light_compile=light)
+    how = METHOD_TABLE[method]
+    if kind == "circle" or SOLVERS[how.solver].from_moments is not None:
+        theta, ok = _moments_solver_jit(st.mom, solver=how.solver, target=kind, light_compile=light)
+    else:
+        theta, ok = _per_set_solver_jit(flat, wf, st, solver=how.solver, target=kind, light_compile=light)
+    if how.refine:
+        theta = _geometric_jit(flat, wf, st, theta, tol, target=kind, max_iter=max_iter, light_compile=light)
+    if kind == "circle":  # any 3 points not on one line (the solvers' own test) determine a circle
+        few = np.zeros(few.shape, bool)
+    want = np.int32(_FIT_KINDS.index(kind))
+    out = ConicFit(*_finish_jit(flat, wf, st, theta, ok & ~few if screen_few else ok, want, residual=residual,
+                                light_compile=light))
+    return out, st, few
 
 
 def _pad_host(pts, w, nb, n):

@@ -50,6 +50,7 @@ from .kinds import DEGENERATE, ELLIPSE, HYPERBOLA, KINDS, PARABOLA, ConicFit, Co
 from .methods import CIRCLE_METHODS, METHODS
 from .models import CircleModel, EllipseModel, FailedEstimation
 from .robust import SCORINGS, ransac
+from .uncertainty import ConicCovariance, covariance
 
 __all__ = [
     "fit",
@@ -69,6 +70,8 @@ __all__ = [
     "METHODS",
     "CIRCLE_METHODS",
     "ransac",
+    "covariance",
+    "ConicCovariance",
     "SCORINGS",
     "EllipseModel",
     "CircleModel",

@@ -628,7 +628,7 @@ def test_circle_batched_equals_looped_and_jit_vmap_grad():
     v = rng.normal(size=pts[0].shape)
     for m in ("direct", "hyper", "geometric"):
         g = jax.grad(radius)(jnp.asarray(pts[0]), m)
-        h = 1e-6
+        h = 1e-4  # "geometric" stops at tol: its value is a few 1e-12 off the optimum, too much for h=1e-6
         fd = (radius(pts[0] + h * v, m) - radius(pts[0] - h * v, m)) / (2 * h)
         np.testing.assert_allclose(float(jnp.sum(g * v)), float(fd), rtol=1e-5)
 
@@ -658,5 +658,7 @@ def test_circle_fit_is_equivariant_under_similarity(shift, scale, turn):
     R = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
     q = scale * p @ R.T + np.asarray(shift)
     c1, r1 = center_radius(conic.fit(q, kind="circle", method="geometric"))
-    np.testing.assert_allclose(c1, scale * R @ c0 + np.asarray(shift), atol=1e-7 * (scale + np.abs(shift).max()))
-    np.testing.assert_allclose(r1, scale * r0, rtol=1e-7)
+    # unit-norm coefficients in data coordinates lose eps * (offset / spread)^2 (documented in ConicFit)
+    loss = 1e-7 + 10 * np.finfo(float).eps * (np.abs(shift).max() / scale) ** 2
+    np.testing.assert_allclose(c1, scale * R @ c0 + np.asarray(shift), atol=loss * (scale + np.abs(shift).max()))
+    np.testing.assert_allclose(r1, scale * r0, rtol=loss)

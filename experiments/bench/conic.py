@@ -2,7 +2,9 @@
 
 (1) throughput on many noisy full ellipses (ours batched, the peer in a loop),
 (2) centre / semi-axis accuracy on partial arcs, median over trials,
-(3) hyperbola recovery (no peer fits hyperbolas).
+(3) hyperbola recovery (no peer fits hyperbolas),
+(4) batched RANSAC vs scikit-image's ransac loop, (5) circles vs CircleModel,
+(6) conic.covariance vs Monte Carlo (the last three in :mod:`.conic_robust`).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import numpy as np
 
 from toolkit import conic
 
+from . import conic_robust
 from ._timing import timed
 from toolkit.runner import output_file
 
@@ -36,6 +39,22 @@ class Params:
     seed: int = 0
     plot: bool = True
     plot_name: str = output_file("conic_arcs.png")
+    # RANSAC: sets of n_points on arcs of ransac_arc_degrees, a fraction of uniform outliers;
+    # the peer (scikit-image ransac + EllipseModel, same trial count) is timed on peer_ransac_sets
+    ransac_sets: int = 200
+    ransac_arc_degrees: float = 200.0
+    ransac_outliers: float = 0.3
+    ransac_trials: int = 100
+    ransac_threshold: float = 0.1
+    peer_ransac_sets: int = 10
+    ransac_plot_name: str = output_file("conic_ransac.png")
+    # circles: median centre error per arc, throughput against scikit-image's CircleModel
+    circle_arcs_degrees: list[float] = dataclasses.field(default_factory=lambda: [90.0, 180.0, 360.0])
+    circle_fits: int = 2000
+    circle_methods: list[str] = dataclasses.field(default_factory=lambda: ["direct", "hyper", "geometric"])
+    # conic.covariance against the spread of geometric fits over this many noisy copies
+    covariance_trials: int = 2000
+    covariance_arc_degrees: float = 180.0
 
 
 def _ellipses(rng, n_fits, n_points, noise, arc_deg=360.0):
@@ -207,6 +226,10 @@ def run(p: Params, ctx) -> dict:
     metrics = {"first_call": _first_call(ctx), "speed": _speed(p, rng, ctx)}
     metrics["arcs"], examples = _accuracy(p, rng, ctx)
     metrics["hyperbolas"] = _hyperbolas(p, rng, ctx)
+    metrics["ransac"], ransac_example = conic_robust.ransac(p, rng, ctx)
+    metrics["circles"] = conic_robust.circles(p, rng, ctx)
+    metrics["covariance"] = conic_robust.covariance(p, rng, ctx)
     if p.plot:
         _plot(examples, p, ctx)
+        conic_robust.plot_ransac(ransac_example, p, ctx)
     return metrics

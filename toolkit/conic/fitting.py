@@ -10,7 +10,7 @@ from .._buckets import bucket, should_pad
 from .._checks import as_float_array, as_scalar, check_choice, check_finite, check_trailing, check_weights, is_concrete
 from .._xla import tuned_jit as _jit
 from .distance import _distances, _frame, _sampson
-from .circle import _circle_from_moments
+from .circle import _circle_distance, _circle_from_moments
 from .geometric import _geometric_refine, _kind_ok
 from .kinds import (ELLIPSE, HYPERBOLA, _FIT_KINDS, _MIN_CIRCLE_POINTS, _MIN_POINTS, _RESIDUALS, ConicFit,
                     _canonical_sign, _classify, _rtol)
@@ -76,7 +76,10 @@ def _finish_jit(points, weights, st, theta, ok, want, *, residual):
         res = jnp.full(code.shape, jnp.nan, theta.dtype)
     else:
         x, y, w = _normalised(points, weights, st)
-        d = _distances(theta, x, y, rtol, fr) if residual == "exact" else _sampson(theta, x, y)
+        if residual == "circle":  # closed form
+            d = _circle_distance(theta, x, y)
+        else:
+            d = _distances(theta, x, y, rtol, fr) if residual == "exact" else _sampson(theta, x, y)
         res = jnp.sqrt(jnp.sum(w * d * d, axis=-1) / st.weight) / st.scale
         res = jnp.where(jnp.isfinite(res), res, jnp.inf)
     coeffs = _canonical_sign(_denormalise(theta, st.mean, st.scale))
@@ -219,6 +222,8 @@ def _staged_fit(flat, wf, *, kind, method, max_iter, tol, residual, screen_few):
     if kind == "circle":  # any 3 points not on one line (the solvers' own test) determine a circle
         few = np.zeros(few.shape, bool)
     want = np.int32(_FIT_KINDS.index(kind))
+    if kind == "circle" and residual == "exact":
+        residual = "circle"
     out = ConicFit(*_finish_jit(flat, wf, st, theta, ok & ~few if screen_few else ok, want, residual=residual,
                                 light_compile=light))
     return out, st, few

@@ -596,6 +596,36 @@ def test_circle_fits_match_least_squares_oracles_on_noisy_arcs():
             np.testing.assert_allclose(float(geo.residual[i]), np.sqrt(np.sum(ww * d * d) / ww.sum()), rtol=1e-7)
 
 
+def _pencil_oracle(p, method):
+    """Centre and radius of an algebraic circle fit from scipy.linalg.eig(S, N) on the raw
+    points: the eigenvector of the smallest non-negative eigenvalue."""
+    from scipy.linalg import eig
+    z = (p ** 2).sum(1)
+    B = np.stack([z, p[:, 0], p[:, 1], np.ones(len(p))], -1)
+    S = B.T @ B / len(p)
+    zb, xb, yb = z.mean(), p[:, 0].mean(), p[:, 1].mean()
+    N = {"pratt": [[0, 0, 0, -2], [0, 1, 0, 0], [0, 0, 1, 0], [-2, 0, 0, 0]],
+         "taubin": [[4 * zb, 2 * xb, 2 * yb, 0], [2 * xb, 1, 0, 0], [2 * yb, 0, 1, 0], [0, 0, 0, 0]],
+         "hyper": [[8 * zb, 4 * xb, 4 * yb, 2], [4 * xb, 1, 0, 0], [4 * yb, 0, 1, 0], [2, 0, 0, 0]]}[method]
+    lam, V = eig(S, np.array(N, float))
+    ok = np.isfinite(lam) & (lam.real >= -1e-12)
+    A, D, E, F = V[:, np.flatnonzero(ok)[np.argmin(lam.real[ok])]].real
+    c = np.array([-D / (2 * A), -E / (2 * A)])
+    return c, np.sqrt(c @ c - F / A)
+
+
+@pytest.mark.parametrize("method", ["pratt", "taubin", "hyper"])
+def test_circle_algebraic_fits_match_the_generalised_eigenproblem(method):
+    rng = np.random.default_rng(12)
+    pts = np.stack([circle_points(rng, N, center=rng.normal(size=2) * 3, radius=rng.uniform(1, 4), arc=arc,
+                                  noise=0.05) for arc in (np.pi / 3, np.pi, 2 * np.pi)])
+    ctr, ax = center_radius(conic.fit(pts, kind="circle", method=method))
+    for i in range(len(pts)):
+        c, r = _pencil_oracle(pts[i], method)
+        np.testing.assert_allclose(ctr[i], c, rtol=1e-8, atol=1e-8)
+        np.testing.assert_allclose(ax[i, 0], r, rtol=1e-8)
+
+
 def test_circle_methods_rank_as_the_theory_says_on_short_arcs():
     # Kasa's fit shrinks circles on short arcs; the normalised fits do not (Chernov 2010).
     rng = np.random.default_rng(7)

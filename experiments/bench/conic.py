@@ -51,7 +51,8 @@ class Params:
     # circles: median centre error per arc, throughput against scikit-image's CircleModel
     circle_arcs_degrees: list[float] = dataclasses.field(default_factory=lambda: [90.0, 180.0, 360.0])
     circle_fits: int = 2000
-    circle_methods: list[str] = dataclasses.field(default_factory=lambda: ["direct", "hyper", "geometric"])
+    circle_methods: list[str] = dataclasses.field(
+        default_factory=lambda: ["direct", "direct/none", "hyper", "hyper/none", "geometric"])
     # conic.covariance against the spread of geometric fits over this many noisy copies
     covariance_trials: int = 2000
     covariance_arc_degrees: float = 180.0

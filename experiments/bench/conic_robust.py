@@ -30,7 +30,7 @@ def _arc_sets(rng, n_sets, n_points, noise, arc_deg, outliers=0.0, circle=False)
     for i in range(n_sets):
         bad = rng.choice(n_points, k, replace=False)
         pts[i, bad] = ctr[i] + rng.uniform(-1.2, 1.2, (k, 2)) * a[i]
-    return pts, ctr, np.stack([a, b], 1)
+    return pts, ctr, np.stack([a, b], 1), ang
 
 
 def _success(center, ctr, a):
@@ -41,8 +41,9 @@ def _success(center, ctr, a):
 
 def ransac(p, rng, ctx) -> tuple[dict, tuple]:
     """Batched conic.ransac vs scikit-image ransac + EllipseModel, same trial count."""
-    pts, ctr, axes = _arc_sets(rng, p.ransac_sets, p.n_points, p.noise, p.ransac_arc_degrees,
-                               outliers=p.ransac_outliers)
+    pts, ctr, axes, ang = _arc_sets(rng, p.ransac_sets, p.n_points, p.noise, p.ransac_arc_degrees,
+                                    outliers=p.ransac_outliers)
+    truth = np.asarray(conic.from_geometry(ctr[0], axes[0], ang[0]))
     thr = p.ransac_threshold
     key = jax.random.key(p.seed)
     fn = lambda x: conic.ransac(key, x, threshold=thr, n_trials=p.ransac_trials)  # noqa: E731
@@ -55,7 +56,7 @@ def ransac(p, rng, ctx) -> tuple[dict, tuple]:
     try:
         from skimage.measure import EllipseModel, ransac as sk_ransac
     except ImportError:
-        return out, (pts[0], fit.coeffs[0], inliers[0])
+        return out, (pts[0], fit.coeffs[0], inliers[0], truth)
     k = min(p.peer_ransac_sets, p.ransac_sets)
     ok = []
     t0 = time.perf_counter()
@@ -74,7 +75,7 @@ def ransac(p, rng, ctx) -> tuple[dict, tuple]:
                  "(extrapolated from %d sets), success %.1f%%: %.0fx", p.ransac_sets, 100 * p.ransac_outliers,
                  p.ransac_trials, t["best_s"], 100 * ours.mean(), out["skimage"]["total_s"], k,
                  100 * out["skimage"]["success_rate"], out["speedup_vs_skimage"])
-    return out, (pts[0], fit.coeffs[0], inliers[0])
+    return out, (pts[0], fit.coeffs[0], inliers[0], truth)
 
 
 def circles(p, rng, ctx) -> dict:
@@ -85,13 +86,14 @@ def circles(p, rng, ctx) -> dict:
         CircleModel = None
     out: dict = {}
     for arc in ctx.progress(p.circle_arcs_degrees, desc="circle arcs"):
-        pts, ctr, axes = _arc_sets(rng, p.circle_fits, p.n_points, p.noise, arc, circle=True)
+        pts, ctr, _, _ = _arc_sets(rng, p.circle_fits, p.n_points, p.noise, arc, circle=True)
         row: dict = {}
-        for m in p.circle_methods:
-            res, t = timed(lambda x, m=m: conic.fit(x, kind="circle", method=m), jax.device_put(pts),
-                           repeat=max(1, p.repeat // 4))
+        for spec in p.circle_methods:  # "method" or "method/residual", as in the speed section
+            m, _, r = spec.partition("/")
+            res, t = timed(lambda x, m=m, r=r or "exact": conic.fit(x, kind="circle", method=m, residual=r),
+                           jax.device_put(pts), repeat=p.repeat)
             err = np.linalg.norm(np.asarray(conic.geometry(res.coeffs).center) - ctr, axis=1)
-            row[m] = {"median_center_error": float(np.median(err)), "fits_per_s": p.circle_fits / t["best_s"], **t}
+            row[spec] = {"median_center_error": float(np.median(err)), "fits_per_s": p.circle_fits / t["best_s"], **t}
         if CircleModel is not None:
             k = min(p.peer_fits, p.circle_fits)
             t0 = time.perf_counter()
@@ -139,8 +141,9 @@ def plot_ransac(example, p, ctx) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pts, coeffs, inliers = (np.asarray(v) for v in example)
+    pts, coeffs, inliers, truth = (np.asarray(v) for v in example)
     fig, ax = plt.subplots(figsize=(5, 4.2))
+    ax.plot(*np.asarray(conic.sample(truth, 200)).T, "-", lw=4, color="0.85", label="true ellipse")
     ax.plot(*pts[inliers].T, ".", ms=4, color="tab:blue", label=f"inliers ({inliers.sum()})")
     ax.plot(*pts[~inliers].T, "x", ms=4, color="tab:red", label=f"outliers ({(~inliers).sum()})")
     ax.plot(*np.asarray(conic.sample(coeffs, 200)).T, "-", color="k", lw=1, label="conic.ransac fit")

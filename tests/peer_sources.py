@@ -56,3 +56,19 @@ def peer_file(dist: str, member: str, dest: Path) -> Path:
     out = Path(dest) / Path(member).name
     out.write_bytes(data)
     return out
+
+
+def deselect(config, items, not_applicable, key=lambda item: item.name):
+    """Deselect (as ``-k`` would, so they are counted and reported) the collected tests
+    whose ``key`` is in ``not_applicable`` (name -> reason)."""
+    keep, dropped = [], []
+    for item in items:
+        (dropped if key(item) in not_applicable else keep).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
+def header(what, not_applicable):
+    """The report-header line of a peer suite: what runs against what, and the exclusions."""
+    return [f"{what}; not applicable: " + "; ".join(f"{k} ({v})" for k, v in not_applicable.items())]

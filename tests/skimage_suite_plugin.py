@@ -9,6 +9,8 @@ other classes (LineModelND, AffineTransform) run unchanged. Exclusions, with rea
 """
 import pytest
 
+from peer_sources import deselect, header
+
 # test id -> why it does not apply
 NOT_APPLICABLE = {
     "test_ellipse_parameter_stability[angle180]":
@@ -29,17 +31,11 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(session, config, items):
-    keep, dropped = [], []
-    for item in items:
-        (dropped if item.name in NOT_APPLICABLE else keep).append(item)
-    if dropped:
-        config.hook.pytest_deselected(items=dropped)
-        items[:] = keep
+    deselect(config, items, NOT_APPLICABLE)
 
 
 def pytest_report_header(config):
-    return ["scikit-image test_fit.py against toolkit.conic.EllipseModel / CircleModel; not applicable: "
-            + "; ".join(f"{k} ({v})" for k, v in NOT_APPLICABLE.items())]
+    return header("scikit-image test_fit.py against toolkit.conic.EllipseModel / CircleModel", NOT_APPLICABLE)
 
 
 @pytest.fixture(autouse=True)

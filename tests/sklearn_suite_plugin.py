@@ -6,6 +6,8 @@ tests that are about scikit-learn's private internals, each with its reason.
 """
 import pytest
 
+from peer_sources import deselect, header
+
 # test function name -> why it does not apply to a drop-in
 NOT_APPLICABLE = {
     "test_gaussian_mixture_precisions_init": "calls the private _set_parameters",
@@ -20,18 +22,12 @@ def pytest_collection_modifyitems(session, config, items):
     from toolkit.estimators import GaussianMixture
 
     tgm.GaussianMixture = GaussianMixture
-    keep, dropped = [], []
-    for item in items:
-        name = getattr(item, "originalname", None) or item.name.split("[")[0]
-        (dropped if name in NOT_APPLICABLE else keep).append(item)
-    if dropped:
-        config.hook.pytest_deselected(items=dropped)
-        items[:] = keep
+    deselect(config, items, NOT_APPLICABLE,
+             key=lambda item: getattr(item, "originalname", None) or item.name.split("[")[0])
 
 
 def pytest_report_header(config):
-    return ["sklearn GaussianMixture suite against toolkit.estimators.GaussianMixture; not applicable: "
-            + ", ".join(f"{k} ({v})" for k, v in NOT_APPLICABLE.items())]
+    return header("sklearn GaussianMixture suite against toolkit.estimators.GaussianMixture", NOT_APPLICABLE)
 
 
 @pytest.fixture(autouse=True)

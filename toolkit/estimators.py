@@ -56,8 +56,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     Parameters are those of ``sklearn.mixture.GaussianMixture``; ``init_params`` takes
     "kmeans" (Lloyd in JAX), "k-means++", "random" or "random_from_data". Extra:
     ``shrinkage`` (None, a float in [0, 1], "ledoit_wolf" or "oas") shrinks each
-    covariance toward a scaled identity, which keeps EM well posed on rank-deficient
-    data.
+    covariance toward a target, which keeps EM well posed on rank-deficient data;
+    ``shrinkage_target`` picks it: "identity" (a scaled identity, the default) or
+    "diagonal" (the covariance's own diagonal: off-diagonal entries shrink, each
+    feature keeps its variance).
 
     Example:
       >>> rng = np.random.default_rng(0)
@@ -72,7 +74,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def __init__(self, n_components=1, *, covariance_type="full", tol=1e-3, reg_covar=1e-6, max_iter=100,
                  n_init=1, init_params="kmeans", weights_init=None, means_init=None, precisions_init=None,
-                 random_state=None, warm_start=False, verbose=0, verbose_interval=10, shrinkage=None):
+                 random_state=None, warm_start=False, verbose=0, verbose_interval=10, shrinkage=None,
+                 shrinkage_target="identity"):
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.tol = tol
@@ -88,6 +91,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.verbose = verbose
         self.verbose_interval = verbose_interval
         self.shrinkage = shrinkage
+        self.shrinkage_target = shrinkage_target
 
     # ------------------------------------------------------------------ checks
     def _check_parameters(self):
@@ -198,7 +202,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                     converged, n_iter, lb, lbs = False, 0, -np.inf, np.array([])
                 else:
                     g, info = _gmm.fit(key, Xj, self.n_components, covariance_type=self.covariance_type,
-                                       reg_covar=float(self.reg_covar), shrinkage=self.shrinkage, init=init_name,
+                                       reg_covar=float(self.reg_covar), shrinkage=self.shrinkage,
+                                       shrinkage_target=self.shrinkage_target, init=init_name,
                                        n_init=n_init, max_iter=int(self.max_iter), tol=float(self.tol),
                                        prev_lower_bound=self.lower_bound_ if warm else None)
                     n_iter = int(info.n_iter)

@@ -231,39 +231,109 @@ def _ledoit_wolf_alpha(S, m4, n_eff, d):
     return jnp.where(delta > 0, jnp.clip(beta / jnp.where(delta > 0, delta, 1.0), 0.0, 1.0), 0.0)
 
 
+def _off_diagonal_sums(S):
+    """``(sum_{i != j} s_ij^2, sum_{i != j} s_ii s_jj)`` of covariance(s) ``(..., d, d)``."""
+    v = jnp.diagonal(S, axis1=-2, axis2=-1)
+    B = jnp.sum(S * S, axis=(-2, -1)) - jnp.sum(v * v, -1)
+    C = jnp.sum(v, -1) ** 2 - jnp.sum(v * v, -1)
+    return B, C
+
+
+def _ledoit_wolf_diagonal_alpha(S, m4, m4d, n_eff, d):
+    """Ledoit-Wolf intensity for the diagonal target (Schafer & Strimmer 2005, target
+    "D"): the estimated variance of the off-diagonal entries over their squared sum,
+    ``min(beta, delta) / delta`` with ``delta = sum_{i != j} s_ij^2 / d`` and ``beta =
+    sum_n sum_{i != j} (x_ni x_nj - s_ij)^2 / (d n_eff^2)``; ``m4 - m4d`` is
+    ``sum_n r_n sum_{i != j} (x_ni - mu_i)^2 (x_nj - mu_j)^2``. The normalisation is the
+    identity target's (scikit-learn's), restricted to the entries the target changes."""
+    B, _ = _off_diagonal_sums(S)
+    delta = B / d
+    beta = jnp.minimum(((m4 - m4d) / n_eff - B) / (d * n_eff), delta)
+    return jnp.where(delta > 0, jnp.clip(beta / jnp.where(delta > 0, delta, 1.0), 0.0, 1.0), 0.0)
+
+
+def _oas_diagonal_alpha(S, n_eff, d):
+    """OAS-type intensity for the diagonal target: the oracle weight for Gaussian data,
+    ``sum Var(s_ij) / sum E[s_ij^2]`` over i != j with ``Var(s_ij) = (s_ij^2 + s_ii s_jj) / n``,
+    i.e. ``(B + C) / ((n + 1) B + C)`` with the sample covariance plugged in -- the form of
+    scikit-learn's OAS (``(alpha + mu^2) / ((n + 1)(alpha - mu^2 / d))`` for the identity)."""
+    B, C = _off_diagonal_sums(S)
+    den = (n_eff + 1.0) * B + C
+    return jnp.where(den > 0, jnp.clip((B + C) / jnp.where(den > 0, den, 1.0), 0.0, 1.0), 1.0)
+
+
 class ShrinkageRule(NamedTuple):
     """A named shrinkage rule: ``intensity(S, m4, n_eff, d)`` gives the weight of the
-    target for scatter(s) ``S (..., d, d)`` from ``n_eff`` samples; ``m4`` is the fourth
-    moment ``sum r |x - mu|^4``, computed (and streamed) only when ``fourth_moment``."""
+    identity target for scatter(s) ``S (..., d, d)`` from ``n_eff`` samples, and
+    ``diagonal(S, m4, m4d, n_eff, d)`` that of the diagonal target; ``m4`` is the fourth
+    moment ``sum r |x - mu|^4`` and ``m4d`` its diagonal part ``sum r sum_i (x_i - mu_i)^4``,
+    computed (and streamed) only when ``fourth_moment``."""
 
     intensity: Callable
+    diagonal: Callable
     fourth_moment: bool = False
 
 
 SHRINKAGE: dict[str, ShrinkageRule] = {
-    "ledoit_wolf": ShrinkageRule(lambda S, m4, n_eff, d: _ledoit_wolf_alpha(S, m4, n_eff, d), fourth_moment=True),
-    "oas": ShrinkageRule(lambda S, m4, n_eff, d: _oas_alpha(S, n_eff, d)),
+    "ledoit_wolf": ShrinkageRule(lambda S, m4, n_eff, d: _ledoit_wolf_alpha(S, m4, n_eff, d),
+                                 _ledoit_wolf_diagonal_alpha, fourth_moment=True),
+    "oas": ShrinkageRule(lambda S, m4, n_eff, d: _oas_alpha(S, n_eff, d),
+                         lambda S, m4, m4d, n_eff, d: _oas_diagonal_alpha(S, n_eff, d)),
 }
+SHRINKAGE_TARGETS = ("identity", "diagonal")
+
+
+class Shrinkage(NamedTuple):
+    """A checked shrinkage option (hashable: a static argument of the jitted fits).
+
+    amount: a float in [0, 1] or the name of a rule in :data:`SHRINKAGE`.
+    target: "identity" (``(tr S / d) I``) or "diagonal" (``diag(S)``: the off-diagonal
+      entries shrink toward zero, every feature keeps its own variance).
+    """
+
+    amount: Any
+    target: str = "identity"
 
 
 def _needs_fourth_moment(shrinkage) -> bool:
-    return isinstance(shrinkage, str) and SHRINKAGE[shrinkage].fourth_moment
+    return shrinkage is not None and isinstance(shrinkage.amount, str) and SHRINKAGE[shrinkage.amount].fourth_moment
+
+
+def _needs_diagonal_fourth_moment(shrinkage) -> bool:
+    return _needs_fourth_moment(shrinkage) and shrinkage.target == "diagonal"
+
+
+def _shrink_to_diagonal(S, a):
+    """(1 - a) S + a diag(S) for covariance(s) S (..., d, d) and weight(s) a."""
+    d = S.shape[-1]
+    eye = jnp.eye(d, dtype=S.dtype)
+    a = jnp.asarray(a, S.dtype)[..., None, None]
+    return S * (eye + (1.0 - a) * (1.0 - eye))
 
 
 def _shrink(S, st, nk, means, shrinkage, t: CovarianceType):
-    """Pull covariance(s) ``S`` toward the scaled identity (matrix types) or the mean
-    variance (diagonal types) with a fixed weight or a named rule's estimate."""
+    """Pull covariance(s) ``S`` toward the target of :class:`Shrinkage` ``shrinkage``
+    (matrix types) or the mean variance (diagonal types) with a fixed weight or a named
+    rule's estimate. The diagonal target leaves diagonal types unchanged (it is them)."""
     d = means.shape[-1]
+    amount, target = shrinkage
     if not t.matrix:  # named rules are refused for diagonal types by the option checks
-        return (1 - shrinkage) * S + shrinkage * jnp.mean(S, -1, keepdims=True)
-    if not isinstance(shrinkage, str):
-        return _shrink_to_identity(S, shrinkage, d)
-    rule = SHRINKAGE[shrinkage]
-    m4 = None
+        return S if target == "diagonal" else (1 - amount) * S + amount * jnp.mean(S, -1, keepdims=True)
+    shrink = _shrink_to_diagonal if target == "diagonal" else lambda S, a: _shrink_to_identity(S, a, d)
+    if not isinstance(amount, str):
+        return shrink(S, amount)
+    rule = SHRINKAGE[amount]
+    m4 = m4d = None
     if rule.fourth_moment:
         m4 = _fourth_moment(st, means)
         m4 = jnp.sum(m4) if t.pooled else m4
-    return _shrink_to_identity(S, rule.intensity(S, m4, jnp.sum(nk) if t.pooled else nk, d), d)
+        if target == "diagonal":
+            m4d = _diagonal_fourth_moment(st, means)
+            m4d = jnp.sum(m4d) if t.pooled else m4d
+    n_eff = jnp.sum(nk) if t.pooled else nk
+    if target == "diagonal":
+        return shrink(S, rule.diagonal(S, m4, m4d, n_eff, d))
+    return shrink(S, rule.intensity(S, m4, n_eff, d))
 
 
 class _Stats(NamedTuple):
@@ -277,6 +347,8 @@ class _Stats(NamedTuple):
     s2: jax.Array        # (k, d, d)  sum r x x^T (full/tied), or (k, d) sum r x*x (diag/spherical)
     s3: Any = None       # (k, d)     sum r |x|^2 x   (Ledoit-Wolf only)
     s4: Any = None       # (k,)       sum r |x|^4     (Ledoit-Wolf only)
+    s5: Any = None       # (k, d)     sum r x^3       (Ledoit-Wolf, diagonal target only)
+    s6: Any = None       # (k, d)     sum r x^4       (Ledoit-Wolf, diagonal target only)
 
 
 def _scatter(st, covariance_type):
@@ -296,6 +368,14 @@ def _fourth_moment(st, means):
     m4 = (st.s4 - 4 * jnp.sum(means * st.s3, -1) + 4 * jnp.einsum("ki,kij,kj->k", means, st.s2, means)
           + 2 * c * jnp.trace(st.s2, axis1=-2, axis2=-1) - 4 * c * jnp.sum(means * st.s1, -1) + c * c * st.nk)
     return jnp.maximum(m4, 0.0)
+
+
+def _diagonal_fourth_moment(st, means):
+    """m4d_k = sum_n r_nk sum_i (x_ni - mu_ki)^4, expanded in the streamable sums."""
+    s2d = jnp.diagonal(st.s2, axis1=-2, axis2=-1) if st.s2.ndim == 3 else st.s2
+    m = means
+    m4d = st.s6 - 4 * m * st.s5 + 6 * m * m * s2d - 4 * m ** 3 * st.s1 + m ** 4 * st.nk[:, None]
+    return jnp.maximum(jnp.sum(m4d, -1), 0.0)
 
 
 def _params_from_stats(st, reg_covar, covariance_type, shrinkage):

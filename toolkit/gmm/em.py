@@ -13,7 +13,8 @@ from jax.scipy.special import logsumexp
 from .._buckets import pad_to, unpad
 from .._checks import as_float_array, check_choice
 from .._xla import row_sums
-from .covariance import COVARIANCE, _Stats, _log_det_chol, _log_gaussian, _needs_fourth_moment, _params_from_stats, _rank_deficient
+from .covariance import (COVARIANCE, _Stats, _log_det_chol, _log_gaussian, _needs_diagonal_fourth_moment,
+                         _needs_fourth_moment, _params_from_stats, _rank_deficient)
 from .options import _check_shrinkage
 from .types import COVARIANCE_TYPES, GMM, _check_X, _check_gmm_X, _raise_for_rows, _row_summary
 
@@ -46,7 +47,11 @@ def _stats_from_resp(X, resp, covariance_type, shrinkage, F=None):
     if not _needs_fourth_moment(shrinkage):
         return _Stats(nk, s1, s2)
     x2 = jnp.sum(X * X, -1)
-    return _Stats(nk, s1, s2, resp.T @ (x2[:, None] * X), resp.T @ (x2 * x2))
+    s3, s4 = resp.T @ (x2[:, None] * X), resp.T @ (x2 * x2)
+    if not _needs_diagonal_fourth_moment(shrinkage):
+        return _Stats(nk, s1, s2, s3, s4)
+    X3 = X * X * X
+    return _Stats(nk, s1, s2, s3, s4, resp.T @ X3, resp.T @ (X3 * X))
 
 
 def _stats_from_feature_sums(sf, d):
@@ -207,7 +212,8 @@ def e_step(gmm: GMM, X: ArrayLike, sample_weight: ArrayLike | None = None) -> tu
 
 
 def m_step(X: ArrayLike, log_resp: ArrayLike, *, covariance_type: str = "full", reg_covar: float = 1e-6,
-           shrinkage: float | str | None = None, sample_weight: ArrayLike | None = None) -> GMM:
+           shrinkage: float | str | None = None, shrinkage_target: str = "identity",
+           sample_weight: ArrayLike | None = None) -> GMM:
     """M-step: the mixture maximising the expected log-likelihood under ``exp(log_resp) (n, k)``.
 
     >>> from toolkit import gmm
@@ -219,7 +225,7 @@ def m_step(X: ArrayLike, log_resp: ArrayLike, *, covariance_type: str = "full", 
     """
     X = _check_X(X, "gmm.m_step")
     check_choice(covariance_type, COVARIANCE_TYPES, "covariance_type", "gmm.m_step")
-    shrinkage = _check_shrinkage(shrinkage, covariance_type, "gmm.m_step")
+    shrinkage = _check_shrinkage(shrinkage, covariance_type, "gmm.m_step", shrinkage_target)
     resp = jnp.exp(jnp.asarray(log_resp, X.dtype))
     if sample_weight is not None:
         resp = resp * jnp.asarray(sample_weight, X.dtype)[:, None]

@@ -91,7 +91,7 @@ def _pick(first, rest, center, data_ok):
 
 
 def fit(key: jax.Array, X: ArrayLike, n_components: int, *, covariance_type: str = "full", reg_covar: float = 1e-6,
-        shrinkage: float | str | None = None,
+        shrinkage: float | str | None = None, shrinkage_target: str = "identity",
         init: Any = "kmeans++", n_init: int = 1, max_iter: int = 100, tol: float = 1e-3,
         sample_weight: ArrayLike | None = None, prev_lower_bound: float | None = None) -> tuple[GMM, FitInfo]:
     """Fit a Gaussian mixture by EM (one jitted ``lax.while_loop``; restarts vmapped).
@@ -103,7 +103,12 @@ def fit(key: jax.Array, X: ArrayLike, n_components: int, *, covariance_type: str
       covariance_type: "full" | "tied" | "diag" | "spherical".
       reg_covar: added to the diagonal of every covariance (>= 0).
       shrinkage: None, a float in [0, 1], "ledoit_wolf" or "oas": shrink each covariance
-        toward ``(tr S / d) I`` (estimated per component from its weighted scatter).
+        toward the target (the intensity estimated per component from its weighted scatter).
+      shrinkage_target: "identity" (``(tr S / d) I``) or "diagonal" (``diag(S)``: only the
+        off-diagonal entries shrink, each feature keeps its own variance; the better prior
+        for features of very different scales). The named rules' intensities are derived
+        for each target (:mod:`toolkit.gmm.covariance`). Diagonal covariance types are their
+        own diagonal target (unchanged by it).
       init: "kmeans++" (seeding + 5 Lloyd steps), "kmeans" (100 Lloyd steps),
         "random", "random_from_data", or a :class:`GMM` to warm-start from.
       n_init: restarts (vectorised); the best final lower bound wins.
@@ -130,7 +135,7 @@ def fit(key: jax.Array, X: ArrayLike, n_components: int, *, covariance_type: str
     X = _check_X(X, where)
     n, d = X.shape
     shrinkage, gmm_init = _check_fit_options(where, d, X.dtype, n_components, covariance_type, reg_covar,
-                                             shrinkage, init, n_init, max_iter)
+                                             shrinkage, init, n_init, max_iter, shrinkage_target)
     if n < n_components:
         raise ValueError(f"{where}: n_samples={n} should be >= n_components={n_components}")
     check_real(tol, "tol", where)

@@ -39,8 +39,8 @@ def _online_step(g, S, X, w, center, rho, covariance_type, shrinkage, fast, reg_
 
 
 def fit_online(key: jax.Array, batches: Any, n_components: int, *, covariance_type: str = "full",
-               reg_covar: float = 1e-6, shrinkage: float | str | None = None, init: Any = "kmeans++",
-               step_size: float | Callable[[int], float] | None = None, n_epochs: int = 1,
+               reg_covar: float = 1e-6, shrinkage: float | str | None = None, shrinkage_target: str = "identity",
+               init: Any = "kmeans++", step_size: float | Callable[[int], float] | None = None, n_epochs: int = 1,
                batch_size: int | None = None, dtype: Any = None,
                callback: Callable[[int, float], Any] | None = None) -> tuple[GMM, FitInfo]:
     """Online (stochastic) EM: one M-step per batch, for data seen once (approximate).
@@ -54,7 +54,7 @@ def fit_online(key: jax.Array, batches: Any, n_components: int, *, covariance_ty
     Args:
       key: ``jax.random`` key (initialisation).
       batches: as :func:`fit_batches`; a one-shot iterator is accepted when ``n_epochs=1``.
-      n_components, covariance_type, reg_covar, shrinkage: as :func:`toolkit.gmm.fit`.
+      n_components, covariance_type, reg_covar, shrinkage, shrinkage_target: as :func:`toolkit.gmm.fit`.
       init: a :class:`GMM`, or an init name of :func:`toolkit.gmm.fit` applied to the
         first batch (so the first batch should hold every component).
       step_size: ``rho_t`` for step ``t = 0, 1, ...``: a float in (0, 1] or a function of
@@ -98,7 +98,7 @@ def fit_online(key: jax.Array, batches: Any, n_components: int, *, covariance_ty
             X, w = jnp.asarray(ch.X), jnp.asarray(ch.w)
             if g is None:
                 shrinkage, gmm_init = _check_fit_options(where, src.d, src.dtype, n_components, covariance_type,
-                                                            reg_covar, shrinkage, init, 1, 1)
+                                                            reg_covar, shrinkage, init, 1, 1, shrinkage_target)
                 m = int(np.count_nonzero(ch.rows >= 0))
                 if m < n_components:
                     raise ValueError(f"{where}: the first batch has {m} rows; it must hold at least "

@@ -14,7 +14,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .._checks import check_positive_int, result_dtype
-from .covariance import COVARIANCE, _Stats, _needs_fourth_moment, _params_from_stats, _rank_deficient
+from .covariance import (COVARIANCE, _Stats, _needs_diagonal_fourth_moment, _needs_fourth_moment,
+                         _params_from_stats, _rank_deficient)
 from .em import _e_stats, _features, _stats_from_resp, _use_features
 from .fitting import _best_restart
 from .init import _assign, _init_resp, _kmeans_pp, _lloyd_centers, _lloyd_iters, _lloyd_sums, _lloyd_update, _row_uniform
@@ -196,8 +197,9 @@ def _scan(src, key, *, reservoir_size, mesh):
 
 
 def fit_batches(key: jax.Array, batches: Any, n_components: int, *, covariance_type: str = "full",
-                reg_covar: float = 1e-6, shrinkage: float | str | None = None, init: Any = "kmeans++",
-                n_init: int = 1, max_iter: int = 100, tol: float = 1e-3, batch_size: int | None = None,
+                reg_covar: float = 1e-6, shrinkage: float | str | None = None, shrinkage_target: str = "identity",
+                init: Any = "kmeans++", n_init: int = 1, max_iter: int = 100, tol: float = 1e-3,
+                batch_size: int | None = None,
                 init_size: int = 100_000, dtype: Any = None, mesh: jax.sharding.Mesh | None = None,
                 callback: Callable[[int, float], Any] | None = None,
                 progress: bool | None = None) -> tuple[GMM, FitInfo]:
@@ -224,8 +226,8 @@ def fit_batches(key: jax.Array, batches: Any, n_components: int, *, covariance_t
         :class:`NpyBatches`, a re-iterable (list, ...) of ``(m, d)`` arrays or of
         ``(X, sample_weight)`` pairs, or a function returning a fresh iterator of them.
         Every pass must yield the same data.
-      n_components, covariance_type, reg_covar, shrinkage, init, n_init, max_iter, tol:
-        as :func:`toolkit.gmm.fit`.
+      n_components, covariance_type, reg_covar, shrinkage, shrinkage_target, init, n_init,
+        max_iter, tol: as :func:`toolkit.gmm.fit`.
       batch_size: rows per jitted step (default: the first batch's rows rounded up to their size
         bucket, see :mod:`toolkit._buckets`; 65536 for an array). Larger batches are cut, smaller
         ones padded.
@@ -259,7 +261,7 @@ def fit_batches(key: jax.Array, batches: Any, n_components: int, *, covariance_t
     # the feature count is known only from the first batch: peek at it for the checks
     first = next(iter(src.chunks(first=True)))
     shrinkage, gmm_init = _check_fit_options(where, src.d, src.dtype, n_components, covariance_type, reg_covar,
-                                                shrinkage, init, n_init, max_iter)
+                                                shrinkage, init, n_init, max_iter, shrinkage_target)
     if mesh is not None and src.capacity % mesh.size:
         raise ValueError(f"{where}: batch_size={src.capacity} must be a multiple of the mesh's {mesh.size} devices")
     del first
@@ -353,6 +355,8 @@ def _stats_zero(R, k, d, dtype, covariance_type, shrinkage):
     """Zero statistics with a leading restart axis (the accumulators' shapes)."""
     s2 = (k, d, d) if COVARIANCE[covariance_type].matrix else (k, d)
     z = lambda *s: jnp.zeros((R,) + s, dtype)  # noqa: E731
+    if _needs_diagonal_fourth_moment(shrinkage):
+        return _Stats(z(k), z(k, d), z(*s2), z(k, d), z(k), z(k, d), z(k, d))
     if _needs_fourth_moment(shrinkage):
         return _Stats(z(k), z(k, d), z(*s2), z(k, d), z(k))
     return _Stats(z(k), z(k, d), z(*s2))

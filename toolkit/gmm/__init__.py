@@ -19,7 +19,8 @@ its mean variance is added before factorising, so EM never produces NaN.
 """
 from __future__ import annotations
 
-from .covariance import weighted_moments
+from .bayesian import PRIOR_TYPES, BayesianGMM, fit_bayesian
+from .covariance import SHRINKAGE_TARGETS, weighted_moments
 from .em import e_step, m_step
 from .fitting import fit
 from .model import aic, bic, from_covariances, log_prob, n_parameters, predict, predict_proba, sample, score
@@ -31,8 +32,12 @@ from .types import COVARIANCE_TYPES, GMM, INITS, FitInfo, RegularizationWarning
 
 __all__ = [
     "GMM",
+    "BayesianGMM",
     "FitInfo",
     "fit",
+    "fit_bayesian",
+    "PRIOR_TYPES",
+    "SHRINKAGE_TARGETS",
     "e_step",
     "m_step",
     "log_prob",

@@ -10,6 +10,7 @@ from jax.scipy.special import logsumexp
 from .._buckets import unpad
 from .._checks import as_float_array, check_choice
 from .covariance import COVARIANCE, _chol_precision
+from .bayesian import BayesianGMM, _weighted_log_prob as _bayesian_weighted_log_prob
 from .em import _weighted_log_prob
 from .types import COVARIANCE_TYPES, GMM, _check_gmm_X, _raise_for_rows, _row_summary
 
@@ -30,29 +31,37 @@ def from_covariances(weights: ArrayLike, means: ArrayLike, covariances: ArrayLik
     return GMM(w, means, cov, _chol_precision(cov, covariance_type), covariance_type)
 
 
+def _wlp(g, X):
+    """``(n, k)`` log weight + log density; a :class:`BayesianGMM` uses the variational
+    expectations (scikit-learn's BayesianGaussianMixture scores with them too)."""
+    if isinstance(g, BayesianGMM):
+        return _bayesian_weighted_log_prob(g, X)
+    return _weighted_log_prob(g, X)
+
+
 # Built once here: a jax.jit made inside each call would compile on every call. X arrives
 # padded to its size bucket (zero rows), so a new row count reuses these executables;
 # the padding rows' results are sliced off, or masked out of sums by the row count n.
 # Each also returns X's _row_summary, checked after the call: one executable per size.
 @jax.jit
 def _log_prob(g, X):
-    return logsumexp(_weighted_log_prob(g, X), axis=1), _row_summary(X)
+    return logsumexp(_wlp(g, X), axis=1), _row_summary(X)
 
 
 @jax.jit
 def _predict_proba(g, X):
-    return jax.nn.softmax(_weighted_log_prob(g, X), axis=1), _row_summary(X)
+    return jax.nn.softmax(_wlp(g, X), axis=1), _row_summary(X)
 
 
 @jax.jit
 def _predict(g, X):
-    return jnp.argmax(_weighted_log_prob(g, X), axis=1), _row_summary(X)
+    return jnp.argmax(_wlp(g, X), axis=1), _row_summary(X)
 
 
 @jax.jit
 def _score(g, X, n):
     """Mean log density over the first ``n`` rows (``n`` traced: one executable per bucket)."""
-    lp = logsumexp(_weighted_log_prob(g, X), axis=1)
+    lp = logsumexp(_wlp(g, X), axis=1)
     return jnp.sum(jnp.where(jnp.arange(X.shape[0]) < n, lp, 0.0)) / n, _row_summary(X)
 
 

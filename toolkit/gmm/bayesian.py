@@ -1,0 +1,405 @@
+"""Variational Bayesian Gaussian mixtures: ``fit_bayesian`` and the :class:`BayesianGMM` pytree.
+
+The model and its updates are scikit-learn's ``BayesianGaussianMixture`` (Bishop 2006,
+ch. 10, with scikit-learn's normalisation of the Wishart scale and its lower bound
+without constant terms), so that from the same responsibilities the two follow the
+same trajectory:
+
+* weights: a Dirichlet process (stick breaking, Beta posteriors) or a Dirichlet
+  distribution prior;
+* each component: a Normal-Wishart prior (``mean_prior``, ``mean_precision_prior``,
+  ``covariance_prior``, ``degrees_of_freedom_prior``), for the four covariance types.
+
+One iteration is the E-step of EM under the variational expectations (the Gaussian
+log density with the expected precision, plus the expected log weights), the same
+sufficient statistics (:mod:`toolkit.gmm.em`), and the posterior update from them;
+the lower bound is the ELBO up to constants, as scikit-learn's ``lower_bound_``.
+Components that the data do not need keep their prior and fade to near-zero weight.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.scipy.special import betaln, digamma, gammaln, logsumexp
+from jax.typing import ArrayLike
+
+from .._buckets import pad_to, padded_size, unpad
+from .._checks import as_float_array, as_scalar, check_choice, check_real, check_weights
+from .covariance import COVARIANCE, _chol_precision, _log_gaussian, _rank_deficient
+from .em import _stats_from_resp
+from .fitting import _history_length
+from .init import _init_resp
+from .options import _check_fit_options
+from .types import FitInfo, _check_X, _raise_for_rows, _row_summary
+
+PRIOR_TYPES = ("dirichlet_process", "dirichlet_distribution")
+
+
+@functools.partial(jax.tree_util.register_dataclass,
+                   data_fields=["weight_concentration", "mean_precision", "means", "degrees_of_freedom",
+                                "covariances", "precisions_cholesky", "weight_concentration_prior",
+                                "mean_precision_prior", "mean_prior", "degrees_of_freedom_prior", "covariance_prior"],
+                   meta_fields=["covariance_type", "weight_concentration_prior_type"])
+@dataclasses.dataclass(frozen=True)
+class BayesianGMM:
+    """The variational posterior of a Bayesian Gaussian mixture (a pytree).
+
+    Attributes (k components, d features; covariance shapes as :class:`GMM`):
+      weight_concentration: ``(2, k)`` the Beta posteriors of the stick-breaking weights
+        ("dirichlet_process") or ``(k,)`` the Dirichlet posterior ("dirichlet_distribution").
+      mean_precision: ``(k,)``; means: ``(k, d)``; degrees_of_freedom: ``(k,)`` (one value
+        repeated for "tied").
+      covariances: the Wishart scale normalised by the degrees of freedom (scikit-learn's
+        ``covariances_``); precisions_cholesky: its precision's Cholesky factor.
+      weight_concentration_prior, mean_precision_prior, mean_prior ``(d,)``,
+      degrees_of_freedom_prior, covariance_prior: the priors used.
+      covariance_type, weight_concentration_prior_type: static.
+    """
+
+    weight_concentration: jax.Array
+    mean_precision: jax.Array
+    means: jax.Array
+    degrees_of_freedom: jax.Array
+    covariances: jax.Array
+    precisions_cholesky: jax.Array
+    weight_concentration_prior: jax.Array
+    mean_precision_prior: jax.Array
+    mean_prior: jax.Array
+    degrees_of_freedom_prior: jax.Array
+    covariance_prior: jax.Array
+    covariance_type: str = "full"
+    weight_concentration_prior_type: str = "dirichlet_process"
+
+    @property
+    def weights(self) -> jax.Array:
+        """``(k,)`` the expected mixing weights (scikit-learn's ``weights_``)."""
+        return _expected_weights(self)
+
+
+def _expected_weights(bg):
+    wc = bg.weight_concentration
+    if bg.weight_concentration_prior_type == "dirichlet_process":
+        tot = wc[0] + wc[1]
+        w = wc[0] / tot * jnp.concatenate([jnp.ones(1, wc.dtype), jnp.cumprod(wc[1] / tot)[:-1]])
+        return w / jnp.sum(w)
+    return wc / jnp.sum(wc)
+
+
+def _expected_log_weights(bg):
+    """``(k,)`` E[log pi_k] under the weights' posterior."""
+    wc = bg.weight_concentration
+    if bg.weight_concentration_prior_type == "dirichlet_process":
+        dsum = digamma(wc[0] + wc[1])
+        tail = digamma(wc[1]) - dsum
+        return digamma(wc[0]) - dsum + jnp.concatenate([jnp.zeros(1, wc.dtype), jnp.cumsum(tail)[:-1]])
+    return digamma(wc) - digamma(jnp.sum(wc))
+
+
+def _log_lambda(dof, d):
+    """E[log |Lambda|] less log |W| (the expected log-determinant's digamma part)."""
+    return d * math.log(2.0) + jnp.sum(digamma(0.5 * (dof[..., None] - jnp.arange(d, dtype=dof.dtype))), -1)
+
+
+def _weighted_log_prob(bg, X):
+    """``(n, k)`` E[log pi_k] + E[log N(x_n | mu_k, Lambda_k)] (up to the constant that
+    cancels in the responsibilities), as scikit-learn's ``_estimate_weighted_log_prob``."""
+    d = X.shape[1]
+    dof = jnp.broadcast_to(bg.degrees_of_freedom, bg.mean_precision.shape)
+    log_gauss = _log_gaussian(X, bg.means, bg.precisions_cholesky, bg.covariance_type) - 0.5 * d * jnp.log(dof)
+    return log_gauss + 0.5 * (_log_lambda(dof, d) - d / bg.mean_precision) + _expected_log_weights(bg)
+
+
+# ----------------------------------------------------------------------------- the updates
+
+
+def _gaussian_stats(st, reg_covar, covariance_type):
+    """scikit-learn's ``_estimate_gaussian_parameters`` from our sufficient statistics:
+    ``(nk (k,), xk (k, d), sk)`` with ``reg_covar`` on the variances."""
+    nk = st.nk + 10 * jnp.finfo(st.s1.dtype).eps
+    xk = st.s1 / nk[:, None]
+    d = xk.shape[1]
+    if covariance_type == "full":
+        sk = st.s2 / nk[:, None, None] - jnp.einsum("ki,kj->kij", xk, xk) + reg_covar * jnp.eye(d, dtype=xk.dtype)
+        return nk, xk, 0.5 * (sk + jnp.swapaxes(sk, -1, -2))
+    if covariance_type == "tied":
+        sk = (jnp.sum(st.s2, 0) - jnp.einsum("k,ki,kj->ij", nk, xk, xk)) / jnp.sum(nk)
+        return nk, xk, 0.5 * (sk + sk.T) + reg_covar * jnp.eye(d, dtype=xk.dtype)
+    sk = st.s2 / nk[:, None] - xk * xk + reg_covar
+    return nk, xk, (jnp.mean(sk, 1) if covariance_type == "spherical" else sk)
+
+
+def _posterior(st, prior, reg_covar, floor):
+    """The variational posterior from the sufficient statistics and ``prior`` (a
+    :class:`BayesianGMM` whose prior fields are set)."""
+    ct, pt = prior.covariance_type, prior.weight_concentration_prior_type
+    nk, xk, sk = _gaussian_stats(st, reg_covar, ct)
+    k, d = xk.shape
+    if pt == "dirichlet_process":
+        later = jnp.cumsum(nk[::-1])[::-1] - nk  # sum of nk_j over j > k
+        wc = jnp.stack([1.0 + nk, prior.weight_concentration_prior + later])
+    else:
+        wc = prior.weight_concentration_prior + nk
+    beta0, m0 = prior.mean_precision_prior, prior.mean_prior
+    beta = beta0 + nk
+    means = (beta0 * m0 + nk[:, None] * xk) / beta[:, None]
+    diff = xk - m0
+    nu0, W0 = prior.degrees_of_freedom_prior, prior.covariance_prior
+    if ct == "full":
+        dof = nu0 + nk
+        cov = W0 + nk[:, None, None] * sk + (nk * beta0 / beta)[:, None, None] * jnp.einsum("ki,kj->kij", diff, diff)
+        cov = cov / dof[:, None, None]
+    elif ct == "tied":
+        dof = jnp.full((k,), nu0 + jnp.sum(nk) / k)
+        cov = W0 + sk * jnp.sum(nk) / k + beta0 / k * jnp.einsum("k,ki,kj->ij", nk / beta, diff, diff)
+        cov = cov / dof[0]
+    elif ct == "diag":
+        dof = nu0 + nk
+        cov = (W0 + nk[:, None] * (sk + (beta0 / beta)[:, None] * diff * diff)) / dof[:, None]
+    else:
+        dof = nu0 + nk
+        cov = (W0 + nk * (sk + beta0 / beta * jnp.mean(diff * diff, 1))) / dof
+    return dataclasses.replace(prior, weight_concentration=wc, mean_precision=beta, means=means,
+                               degrees_of_freedom=dof, covariances=cov,
+                               precisions_cholesky=_chol_precision(cov, ct, floor))
+
+
+def _lower_bound(bg, neg_entropy):
+    """scikit-learn's ``_compute_lower_bound``: the ELBO without its constant terms, from
+    the posterior after the M-step and ``sum r log r`` of the E-step before it."""
+    ct = bg.covariance_type
+    d = bg.means.shape[1]
+    k = bg.mean_precision.shape[0]
+    dof = bg.degrees_of_freedom
+    log_det = COVARIANCE[ct].log_det(bg.precisions_cholesky, d) - 0.5 * d * jnp.log(dof)
+    log_wishart = -(dof * log_det + dof * d * 0.5 * math.log(2.0)
+                    + jnp.sum(gammaln(0.5 * (dof[:, None] - jnp.arange(d, dtype=dof.dtype))), -1))
+    log_wishart = k * log_wishart[0] if ct == "tied" else jnp.sum(log_wishart)
+    wc = bg.weight_concentration
+    if bg.weight_concentration_prior_type == "dirichlet_process":
+        log_norm_weight = -jnp.sum(betaln(wc[0], wc[1]))
+    else:
+        log_norm_weight = gammaln(jnp.sum(wc)) - jnp.sum(gammaln(wc))
+    return -neg_entropy - log_wishart - log_norm_weight - 0.5 * d * jnp.sum(jnp.log(bg.mean_precision))
+
+
+def _vb_step(bg, X, sw, reg_covar, floor):
+    """One iteration: ``(ELBO, stats, new posterior)``."""
+    wlp = _weighted_log_prob(bg, X)
+    norm = logsumexp(wlp, axis=1)
+    log_resp = wlp - norm[:, None]
+    resp = jnp.exp(log_resp)
+    neg_entropy = jnp.sum(jnp.where(resp > 0, sw[:, None] * resp * log_resp, 0.0))
+    st = _stats_from_resp(X, resp * sw[:, None], bg.covariance_type, None)
+    new = _posterior(st, bg, reg_covar, floor)
+    return _lower_bound(new, neg_entropy), st, new
+
+
+def _vb(bg0, X, sw, reg_covar, tol, max_iter, floor, hist_len):
+    """VB from ``bg0`` in one while_loop (scikit-learn's loop: E-step, M-step, bound)."""
+    dt = X.dtype
+
+    def cond(s):
+        _, it, lb, prev, _, _, _ = s
+        return (it < max_iter) & ~(jnp.abs(lb - prev) < tol)
+
+    def body(s):
+        g, it, lb, _, hist, _, _ = s
+        new_lb, st, g = _vb_step(g, X, sw, reg_covar, floor)
+        return g, it + 1, new_lb, lb, hist.at[it].set(new_lb), jnp.abs(new_lb - lb) < tol, st
+
+    st0 = _stats_from_resp(X, jnp.zeros((X.shape[0], bg0.means.shape[0]), dt), bg0.covariance_type, None)
+    s0 = (bg0, jnp.asarray(0), jnp.asarray(-jnp.inf, dt), jnp.asarray(jnp.inf, dt),
+          jnp.full((hist_len,), jnp.nan, dt), jnp.asarray(False), st0)
+    g, it, lb, _, hist, conv, st = lax.while_loop(cond, body, s0)
+    hist = jnp.where(jnp.arange(hist_len) >= it, lb, hist)
+    return g, it, lb, hist, conv, _rank_deficient(st, bg0.covariance_type)
+
+
+@functools.partial(jax.jit, static_argnames=("k", "init", "n_init", "hist_len", "from_resp", "covariance_type",
+                                              "prior_type"))
+def _fit_bayesian(key, X, sw, given, resp0, reg_covar, tol, max_iter, *, k, init, n_init, hist_len, from_resp,
+                  covariance_type, prior_type):
+    """Restarts vmapped; the best ELBO wins. Priors are in the data's frame; the fit
+    runs centred on the weighted mean (the mean prior moves with it)."""
+    prior = _prior_model(X, sw, given, k, covariance_type, prior_type)
+    center = jnp.sum(sw[:, None] * X, 0) / jnp.sum(sw)
+    Xc = X - center
+    prior_c = dataclasses.replace(prior, mean_prior=prior.mean_prior - center)
+    floor = jnp.sum(sw @ (Xc * Xc)) / (X.shape[1] * jnp.sum(sw))
+
+    def one(key):
+        resp = resp0 if from_resp else _init_resp(key, Xc, sw, k, init)
+        st = _stats_from_resp(Xc, resp * sw[:, None], prior.covariance_type, None)
+        return _vb(_posterior(st, prior_c, reg_covar, floor), Xc, sw, reg_covar, tol, max_iter, floor, hist_len)
+
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n_init))
+    gs, its, lbs, hists, convs, deficient = jax.vmap(one)(keys)
+    finite = jnp.isfinite(lbs)
+    best = jnp.argmax(jnp.where(finite, lbs, -jnp.inf))
+    g = jax.tree_util.tree_map(lambda a: a[best], gs)
+    g = dataclasses.replace(g, means=g.means + center, mean_prior=g.mean_prior + center)
+    data_ok = jnp.all(jnp.isfinite(X)) & jnp.all(jnp.isfinite(sw)) & jnp.all(sw >= 0) & (jnp.sum(sw) > 0)
+    info = FitInfo(converged=convs[best] & data_ok & finite[best], n_iter=its[best], lower_bound=lbs[best],
+                   history=hists[best], lower_bounds=lbs, rank_deficient=deficient[best])
+    return g, info, _row_summary(X)
+
+
+# ----------------------------------------------------------------------------- priors
+
+
+def _default_priors(X, sw, k, covariance_type):
+    """scikit-learn's defaults (``mean_prior`` the mean, ``covariance_prior`` the
+    unbiased covariance of X; with sample weights, their weighted forms). Traced."""
+    W = jnp.sum(sw)
+    mean = (sw @ X) / W
+    Xc = X - mean
+    C = (Xc.T * sw) @ Xc / (W - 1.0)
+    var = jnp.diagonal(C)
+    dt = X.dtype
+    return {"weight_concentration_prior": jnp.asarray(1.0 / k, dt), "mean_precision_prior": jnp.asarray(1.0, dt),
+            "mean_prior": mean, "degrees_of_freedom_prior": jnp.asarray(X.shape[1], dt),
+            "covariance_prior": {"full": C, "tied": C, "diag": var, "spherical": jnp.mean(var)}[covariance_type]}
+
+
+def _check_prior(name, value, shape, where, *, positive=True, pd=False):
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.shape != shape:
+        raise ValueError(f"{where}: {name} must have shape {shape}, got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{where}: {name} must be finite, got {value!r}")
+    if positive and not np.all(arr > 0):
+        raise ValueError(f"{where}: {name} must be positive, got {value!r}")
+    if pd:
+        if not np.allclose(arr, arr.T) or np.any(np.linalg.eigvalsh(arr) <= 0):
+            raise ValueError(f"{where}: {name} must be symmetric, positive-definite")
+    return arr
+
+
+def _checked_priors(d, covariance_type, given, where):
+    """The priors given (None where not), checked: float64 numpy arrays."""
+    out = {}
+    for name, value in given.items():
+        if value is None:
+            out[name] = None
+        elif name == "mean_prior":
+            out[name] = _check_prior(name, value, (d,), where, positive=False)
+        elif name == "covariance_prior":
+            shape = {"full": (d, d), "tied": (d, d), "diag": (d,), "spherical": ()}[covariance_type]
+            matrix = covariance_type in ("full", "tied")
+            out[name] = _check_prior(name, value, shape, where, positive=not matrix, pd=matrix)
+        elif name == "degrees_of_freedom_prior":
+            check_real(value, name, where)
+            if not value > d - 1.0:
+                raise ValueError(f"The parameter 'degrees_of_freedom_prior' should be greater than {d - 1}, "
+                                 f"but got {value:.3f}.")
+            out[name] = np.float64(value)
+        else:
+            out[name] = _check_prior(name, value, (), where)
+    return out
+
+
+def _prior_model(X, sw, given, k, covariance_type, prior_type):
+    """A :class:`BayesianGMM` holding the priors (given ones, defaults elsewhere) and
+    zero posterior fields. Traced (inside the fit's executable)."""
+    dt = X.dtype
+    d = X.shape[1]
+    pr = _default_priors(X, sw, k, covariance_type)
+    pr.update({name: jnp.asarray(v, dt) for name, v in given.items() if v is not None})
+    zk = jnp.zeros((k,), dt)
+    wc0 = jnp.zeros((2, k), dt) if prior_type == "dirichlet_process" else zk
+    shape = COVARIANCE[covariance_type].shape(k, d)
+    return BayesianGMM(wc0, zk, jnp.zeros((k, d), dt), zk, jnp.zeros(shape, dt), jnp.zeros(shape, dt),
+                       pr["weight_concentration_prior"], pr["mean_precision_prior"], pr["mean_prior"],
+                       pr["degrees_of_freedom_prior"], pr["covariance_prior"], covariance_type, prior_type)
+
+
+def fit_bayesian(key: jax.Array, X: ArrayLike, n_components: int, *,
+                 weight_concentration_prior_type: str = "dirichlet_process",
+                 weight_concentration_prior: float | None = None, mean_precision_prior: float | None = None,
+                 mean_prior: ArrayLike | None = None, degrees_of_freedom_prior: float | None = None,
+                 covariance_prior: ArrayLike | None = None, covariance_type: str = "full",
+                 reg_covar: float = 1e-6, max_iter: int = 100, tol: float = 1e-3, n_init: int = 1,
+                 init: Any = "kmeans++", sample_weight: ArrayLike | None = None) -> tuple[BayesianGMM, FitInfo]:
+    """Fit a variational Bayesian Gaussian mixture (scikit-learn's BayesianGaussianMixture).
+
+    Args:
+      key: ``jax.random`` key (initialisation).
+      X: ``(n, d)`` data.
+      n_components: k, an upper bound: components the data do not need fade to ~0 weight.
+      weight_concentration_prior_type: "dirichlet_process" (stick breaking) or
+        "dirichlet_distribution".
+      weight_concentration_prior: gamma0 (default 1/k); mean_precision_prior: beta0
+        (default 1); mean_prior: ``(d,)`` (default the mean of X);
+        degrees_of_freedom_prior: nu0 > d - 1 (default d); covariance_prior: the Wishart
+        scale prior, shaped as one component's covariance for ``covariance_type``
+        (default the unbiased covariance of X, or its diagonal / mean variance).
+      covariance_type: "full" | "tied" | "diag" | "spherical".
+      reg_covar: added to the variances of the statistics (>= 0).
+      max_iter, tol: stop when the ELBO changes by < tol (the total, as scikit-learn).
+      n_init: restarts (vectorised); the best ELBO wins.
+      init: "kmeans++", "kmeans", "random", "random_from_data", or initial
+        responsibilities ``(n, k)`` (scikit-learn's ``_initialize`` from them).
+      sample_weight: ``(n,)`` non-negative weights.
+
+    Returns:
+      ``(BayesianGMM, FitInfo)``; ``FitInfo.lower_bound`` is the ELBO (scikit-learn's
+      ``lower_bound_``). ``log_prob``, ``predict``, ``predict_proba``, ``score`` and
+      ``sample`` accept the result.
+
+    Raises:
+      ValueError: as :func:`toolkit.gmm.fit`, and for a prior of the wrong shape, not
+        finite, not positive (not positive-definite for a matrix), or
+        ``degrees_of_freedom_prior <= d - 1``.
+
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.concatenate([rng.normal(size=(200, 2)), rng.normal(size=(200, 2)) + 6])
+    >>> bg, info = fit_bayesian(jax.random.key(0), X, 6)
+    >>> int(np.sum(np.asarray(bg.weights) > 0.05)), bool(info.converged)   # two clusters remain
+    (2, True)
+    """
+    where = "gmm.fit_bayesian"
+    X = _check_X(X, where)
+    n, d = X.shape
+    check_choice(weight_concentration_prior_type, PRIOR_TYPES, "weight_concentration_prior_type", where)
+    from_resp = not isinstance(init, str)
+    _check_fit_options(where, d, X.dtype, n_components, covariance_type, reg_covar, None,
+                       "kmeans++" if from_resp else init, n_init, max_iter)
+    check_real(tol, "tol", where)
+    if n < n_components:
+        raise ValueError(f"{where}: n_samples={n} should be >= n_components={n_components}")
+    dt = X.dtype
+    if sample_weight is None:
+        sw = np.ones(n, dt)
+    else:
+        sw = as_float_array(sample_weight, "sample_weight", where, dtype=dt)
+        if sw.shape != (n,):
+            raise ValueError(f"{where}: sample_weight must have shape ({n},), got {tuple(sw.shape)}")
+        check_weights(sw, "sample_weight", where)
+    given = _checked_priors(d, covariance_type, dict(
+        weight_concentration_prior=weight_concentration_prior, mean_precision_prior=mean_precision_prior,
+        mean_prior=mean_prior, degrees_of_freedom_prior=degrees_of_freedom_prior,
+        covariance_prior=covariance_prior), where)
+    given = {name: None if v is None else v.astype(dt) for name, v in given.items()}
+    k = int(n_components)
+    resp0 = None
+    if from_resp:
+        resp0 = as_float_array(init, "init", where, dtype=dt)
+        if resp0.shape != (n, k):
+            raise ValueError(f"{where}: initial responsibilities must have shape ({n}, {k}), got {resp0.shape}")
+    # rows padded to the size bucket with zero weight, as in fit
+    m = padded_size(X)
+    Xp, swp = pad_to(X, m), pad_to(sw, m)
+    resp0 = pad_to(resp0, m) if from_resp else None
+    g, info, summary = _fit_bayesian(key, Xp, swp, given, resp0, as_scalar(reg_covar, dt), as_scalar(tol, dt),
+                                     np.int32(max_iter), k=k, init=None if from_resp else init, n_init=int(n_init),
+                                     hist_len=_history_length(int(max_iter)), from_resp=from_resp,
+                                     covariance_type=covariance_type, prior_type=weight_concentration_prior_type)
+    _raise_for_rows(summary, Xp, where, "X", n=n)
+    return g, info._replace(history=unpad(info.history, int(max_iter)))

@@ -1,8 +1,9 @@
-"""pytest plugin: run scikit-learn's own GaussianMixture tests against toolkit's drop-in.
+"""pytest plugin: run scikit-learn's own mixture tests against toolkit's drop-ins.
 
-Loaded by tests/test_sklearn_suite.py (``-p sklearn_suite_plugin``). It swaps the class
-the test modules import for ``toolkit.estimators.GaussianMixture`` and deselects the
-tests that are about scikit-learn's private internals, each with its reason.
+Loaded by tests/test_sklearn_suite.py (``-p sklearn_suite_plugin``). It swaps the
+classes the test modules import for ``toolkit.estimators.GaussianMixture`` and
+``BayesianGaussianMixture`` and deselects the tests that are about scikit-learn's
+private internals, each with its reason.
 """
 import pytest
 
@@ -13,21 +14,25 @@ NOT_APPLICABLE = {
     "test_gaussian_mixture_precisions_init": "calls the private _set_parameters",
     "test_gaussian_mixture_all_init_does_not_estimate_gaussian_parameters":
         "mocks the private _estimate_gaussian_parameters",
+    "test_compare_covar_type": "calls the private _check_parameters and _initialize_parameters",
 }
 
 
 def pytest_collection_modifyitems(session, config, items):
+    import sklearn.mixture.tests.test_bayesian_mixture as tbm
     import sklearn.mixture.tests.test_gaussian_mixture as tgm
 
-    from toolkit.estimators import GaussianMixture
+    from toolkit.estimators import BayesianGaussianMixture, GaussianMixture
 
     tgm.GaussianMixture = GaussianMixture
+    tbm.BayesianGaussianMixture = BayesianGaussianMixture
     deselect(config, items, NOT_APPLICABLE,
              key=lambda item: getattr(item, "originalname", None) or item.name.split("[")[0])
 
 
 def pytest_report_header(config):
-    return header("sklearn GaussianMixture suite against toolkit.estimators.GaussianMixture", NOT_APPLICABLE)
+    return header("sklearn's mixture suites against toolkit.estimators' GaussianMixture and "
+                  "BayesianGaussianMixture", NOT_APPLICABLE)
 
 
 @pytest.fixture(autouse=True)

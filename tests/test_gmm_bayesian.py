@@ -122,3 +122,31 @@ def test_restarts_weights_and_jit():
     j = jax.jit(lambda X: gmm.fit_bayesian(key, X, 3, max_iter=10)[1].converged)
     assert bool(j(X)) in (True, False)
     assert not bool(j(np.where(np.arange(len(X))[:, None] == 3, np.nan, X)))
+
+
+def test_estimator_attributes_checks_and_warm_start():
+    import warnings
+
+    from sklearn.utils.estimator_checks import check_estimator
+
+    from toolkit.estimators import BayesianGaussianMixture
+
+    check_estimator(BayesianGaussianMixture())
+    X = _data(6)
+    for ct, pt in zip(COVARIANCE_TYPES, gmm.PRIOR_TYPES * 2):
+        if True:
+            ours = BayesianGaussianMixture(n_components=3, covariance_type=ct, weight_concentration_prior_type=pt,
+                                           random_state=0).fit(X)
+            theirs = SkBGM(n_components=3, covariance_type=ct, weight_concentration_prior_type=pt,
+                           random_state=0).fit(X)
+            for name in ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_",
+                         "mean_precision_", "degrees_of_freedom_", "covariance_prior_", "mean_prior_",
+                         "weight_concentration_prior_", "degrees_of_freedom_prior_", "mean_precision_prior_"):
+                assert np.shape(getattr(ours, name)) == np.shape(getattr(theirs, name)), (ct, pt, name)
+            assert type(ours.weight_concentration_) is type(theirs.weight_concentration_)
+            assert ours.means_.dtype == np.float64 and ours.predict(X).shape == (len(X),)
+    m = BayesianGaussianMixture(n_components=3, warm_start=True, max_iter=1, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lbs = [m.fit(X).lower_bound_ for _ in range(15)]
+    assert np.all(np.diff(lbs) >= -1e-9)

@@ -201,8 +201,9 @@ def _vb_step(bg, X, sw, reg_covar, floor):
     return _lower_bound(new, neg_entropy), st, new
 
 
-def _vb(bg0, X, sw, reg_covar, tol, max_iter, floor, hist_len):
-    """VB from ``bg0`` in one while_loop (scikit-learn's loop: E-step, M-step, bound)."""
+def _vb(bg0, X, sw, reg_covar, tol, max_iter, floor, hist_len, lb0):
+    """VB from ``bg0`` in one while_loop (scikit-learn's loop: E-step, M-step, bound);
+    ``lb0``: the bound the first iteration is compared with (-inf, or a warm start's)."""
     dt = X.dtype
 
     def cond(s):
@@ -215,7 +216,7 @@ def _vb(bg0, X, sw, reg_covar, tol, max_iter, floor, hist_len):
         return g, it + 1, new_lb, lb, hist.at[it].set(new_lb), jnp.abs(new_lb - lb) < tol, st
 
     st0 = _stats_from_resp(X, jnp.zeros((X.shape[0], bg0.means.shape[0]), dt), bg0.covariance_type, None)
-    s0 = (bg0, jnp.asarray(0), jnp.asarray(-jnp.inf, dt), jnp.asarray(jnp.inf, dt),
+    s0 = (bg0, jnp.asarray(0), jnp.asarray(lb0, dt), jnp.asarray(jnp.inf, dt),
           jnp.full((hist_len,), jnp.nan, dt), jnp.asarray(False), st0)
     g, it, lb, _, hist, conv, st = lax.while_loop(cond, body, s0)
     hist = jnp.where(jnp.arange(hist_len) >= it, lb, hist)
@@ -224,8 +225,8 @@ def _vb(bg0, X, sw, reg_covar, tol, max_iter, floor, hist_len):
 
 @functools.partial(jax.jit, static_argnames=("k", "init", "n_init", "hist_len", "from_resp", "covariance_type",
                                               "prior_type"))
-def _fit_bayesian(key, X, sw, given, resp0, reg_covar, tol, max_iter, *, k, init, n_init, hist_len, from_resp,
-                  covariance_type, prior_type):
+def _fit_bayesian(key, X, sw, given, resp0, warm, reg_covar, tol, max_iter, lb0, *, k, init, n_init, hist_len,
+                  from_resp, covariance_type, prior_type):
     """Restarts vmapped; the best ELBO wins. Priors are in the data's frame; the fit
     runs centred on the weighted mean (the mean prior moves with it)."""
     prior = _prior_model(X, sw, given, k, covariance_type, prior_type)
@@ -235,9 +236,17 @@ def _fit_bayesian(key, X, sw, given, resp0, reg_covar, tol, max_iter, *, k, init
     floor = jnp.sum(sw @ (Xc * Xc)) / (X.shape[1] * jnp.sum(sw))
 
     def one(key):
-        resp = resp0 if from_resp else _init_resp(key, Xc, sw, k, init)
-        st = _stats_from_resp(Xc, resp * sw[:, None], prior.covariance_type, None)
-        return _vb(_posterior(st, prior_c, reg_covar, floor), Xc, sw, reg_covar, tol, max_iter, floor, hist_len)
+        if warm is not None:  # continue from a posterior (priors: this call's)
+            g0 = dataclasses.replace(warm, means=warm.means - center, mean_prior=prior_c.mean_prior,
+                                     weight_concentration_prior=prior.weight_concentration_prior,
+                                     mean_precision_prior=prior.mean_precision_prior,
+                                     degrees_of_freedom_prior=prior.degrees_of_freedom_prior,
+                                     covariance_prior=prior.covariance_prior)
+        else:
+            resp = resp0 if from_resp else _init_resp(key, Xc, sw, k, init)
+            st = _stats_from_resp(Xc, resp * sw[:, None], prior.covariance_type, None)
+            g0 = _posterior(st, prior_c, reg_covar, floor)
+        return _vb(g0, Xc, sw, reg_covar, tol, max_iter, floor, hist_len, lb0)
 
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n_init))
     gs, its, lbs, hists, convs, deficient = jax.vmap(one)(keys)
@@ -326,7 +335,8 @@ def fit_bayesian(key: jax.Array, X: ArrayLike, n_components: int, *,
                  mean_prior: ArrayLike | None = None, degrees_of_freedom_prior: float | None = None,
                  covariance_prior: ArrayLike | None = None, covariance_type: str = "full",
                  reg_covar: float = 1e-6, max_iter: int = 100, tol: float = 1e-3, n_init: int = 1,
-                 init: Any = "kmeans++", sample_weight: ArrayLike | None = None) -> tuple[BayesianGMM, FitInfo]:
+                 init: Any = "kmeans++", sample_weight: ArrayLike | None = None,
+                 prev_lower_bound: float | None = None) -> tuple[BayesianGMM, FitInfo]:
     """Fit a variational Bayesian Gaussian mixture (scikit-learn's BayesianGaussianMixture).
 
     Args:
@@ -344,9 +354,12 @@ def fit_bayesian(key: jax.Array, X: ArrayLike, n_components: int, *,
       reg_covar: added to the variances of the statistics (>= 0).
       max_iter, tol: stop when the ELBO changes by < tol (the total, as scikit-learn).
       n_init: restarts (vectorised); the best ELBO wins.
-      init: "kmeans++", "kmeans", "random", "random_from_data", or initial
-        responsibilities ``(n, k)`` (scikit-learn's ``_initialize`` from them).
+      init: "kmeans++", "kmeans", "random", "random_from_data", initial
+        responsibilities ``(n, k)`` (scikit-learn's ``_initialize`` from them), or a
+        :class:`BayesianGMM` to continue from (its posterior; the priors are this call's).
       sample_weight: ``(n,)`` non-negative weights.
+      prev_lower_bound: when continuing (``init`` a BayesianGMM), its ELBO: the first
+        iteration's change is measured from it (scikit-learn's ``warm_start``).
 
     Returns:
       ``(BayesianGMM, FitInfo)``; ``FitInfo.lower_bound`` is the ELBO (scikit-learn's
@@ -368,9 +381,15 @@ def fit_bayesian(key: jax.Array, X: ArrayLike, n_components: int, *,
     X = _check_X(X, where)
     n, d = X.shape
     check_choice(weight_concentration_prior_type, PRIOR_TYPES, "weight_concentration_prior_type", where)
-    from_resp = not isinstance(init, str)
+    warm = init if isinstance(init, BayesianGMM) else None
+    from_resp = warm is None and not isinstance(init, str)
     _check_fit_options(where, d, X.dtype, n_components, covariance_type, reg_covar, None,
-                       "kmeans++" if from_resp else init, n_init, max_iter)
+                       init if isinstance(init, str) else "kmeans++", n_init, max_iter)
+    if warm is not None and (warm.covariance_type != covariance_type or warm.means.shape != (n_components, d)
+                             or warm.weight_concentration_prior_type != weight_concentration_prior_type):
+        raise ValueError(f"{where}: init BayesianGMM has covariance_type {warm.covariance_type!r}, prior type "
+                         f"{warm.weight_concentration_prior_type!r} and means {tuple(warm.means.shape)}; expected "
+                         f"{covariance_type!r}, {weight_concentration_prior_type!r} and {(n_components, d)}")
     check_real(tol, "tol", where)
     if n < n_components:
         raise ValueError(f"{where}: n_samples={n} should be >= n_components={n_components}")
@@ -397,8 +416,12 @@ def fit_bayesian(key: jax.Array, X: ArrayLike, n_components: int, *,
     m = padded_size(X)
     Xp, swp = pad_to(X, m), pad_to(sw, m)
     resp0 = pad_to(resp0, m) if from_resp else None
-    g, info, summary = _fit_bayesian(key, Xp, swp, given, resp0, as_scalar(reg_covar, dt), as_scalar(tol, dt),
-                                     np.int32(max_iter), k=k, init=None if from_resp else init, n_init=int(n_init),
+    if warm is not None:
+        warm = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dt), warm)
+    lb0 = as_scalar(-np.inf if prev_lower_bound is None else prev_lower_bound, dt)
+    g, info, summary = _fit_bayesian(key, Xp, swp, given, resp0, warm, as_scalar(reg_covar, dt), as_scalar(tol, dt),
+                                     np.int32(max_iter), lb0, k=k, init=init if isinstance(init, str) else None,
+                                     n_init=1 if warm is not None else int(n_init),
                                      hist_len=_history_length(int(max_iter)), from_resp=from_resp,
                                      covariance_type=covariance_type, prior_type=weight_concentration_prior_type)
     _raise_for_rows(summary, Xp, where, "X", n=n)

@@ -1,4 +1,4 @@
-"""scikit-learn compatible wrappers around the pure functions.
+"""``GaussianMixture``: scikit-learn's GaussianMixture on toolkit's EM.
 
 :class:`GaussianMixture` is a drop-in for ``sklearn.mixture.GaussianMixture``: the same
 constructor parameters (plus ``shrinkage``), fitted attributes, methods, warnings and
@@ -15,18 +15,15 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
-from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_array, check_random_state
-from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import gmm as _gmm
-from .gmm.covariance import COVARIANCE
-from .gmm.em import _m_step
-from .gmm import model as _model
-from .gmm.init import _init_resp
-from .gmm.model import _call
-from ._checks import scoped_x64
+from .. import gmm as _gmm
+from .._checks import scoped_x64
+from ..gmm.covariance import COVARIANCE
+from ..gmm.em import _m_step
+from ..gmm.init import _init_resp
+from ._base import _Mixture
 
 __all__ = ["GaussianMixture"]
 
@@ -50,7 +47,7 @@ def _raise_if_ill_defined(g):
                          "the number of components, increase reg_covar, or scale the input data.")
 
 
-class GaussianMixture(DensityMixin, BaseEstimator):
+class GaussianMixture(_Mixture):
     """Gaussian mixture fitted by EM; scikit-learn's API, toolkit's engine.
 
     Parameters are those of ``sklearn.mixture.GaussianMixture``; ``init_params`` takes
@@ -116,10 +113,6 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             raise ValueError(f"The 'init_params' parameter of GaussianMixture must be a str among "
                              f"{set(_INIT_PARAMS)}. Got {self.init_params!r} instead.")
 
-    def _validate(self, X, reset):
-        return validate_data(self, X, reset=reset, dtype=[np.float64, np.float32], ensure_min_samples=2 if reset
-                             else 1)
-
     def _user_init(self, X, key):
         """A warm-start mixture from weights_init / means_init / precisions_init (or None)."""
         if self.weights_init is None and self.means_init is None and self.precisions_init is None:
@@ -164,18 +157,6 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return _gmm.from_covariances(weights, means, cov, self.covariance_type)
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X, y=None):
-        """Estimate the parameters with EM (best of ``n_init`` vectorised restarts)."""
-        self._fit(X)
-        return self
-
-    def fit_predict(self, X, y=None):
-        """Fit, then return the component of every sample, ``(n_samples,)``."""
-        Xj = self._fit(X)
-        with scoped_x64():  # the fitted mixture as predict() passes it, so both share one executable
-            out, n = _call(_model._predict, self._mixture(), Xj, "GaussianMixture", host=True)
-            return out[:n]
-
     def _fit(self, X):
         """Fit on X; returns X as the float64 JAX array the fit used."""
         self._check_parameters()
@@ -221,25 +202,6 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.converged_, self.n_iter_, self.lower_bound_, self.lower_bounds_ = converged, n_iter, lb, lbs
         return Xj
 
-    def _print_progress(self, finals, history, converged, elapsed):
-        """scikit-learn's verbose messages, after the fact: the restarts run together in
-        one compiled loop, so the iterations shown are the best restart's and the time
-        is the whole fit's."""
-        best = int(np.argmax(np.where(np.isfinite(finals), finals, -np.inf)))
-        for i, final in enumerate(finals):
-            print(f"Initialization {i}")
-            if i == best:
-                for it in range(self.verbose_interval, len(history) + 1, self.verbose_interval):
-                    change = history[it - 1] - (history[it - 2] if it >= 2 else -np.inf)
-                    print(f"  Iteration {it}" + (f"\t ll change {change:.5f}" if self.verbose >= 2 else ""))
-                msg = "converged" if converged else "did not converge"
-            else:
-                msg = "finished"
-            if self.verbose >= 2:
-                print(f"Initialization {msg}. time lapse {elapsed:.5f}s\t lower bound {final:.5f}.")
-            else:
-                print(f"Initialization {msg}.")
-
     def _set(self, g):
         # kept as numpy float64: a pickle round trip then keeps float64 even in a process
         # where JAX's x64 is off (JAX arrays would come back as float32 there)
@@ -254,65 +216,6 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.precisions_ = pc @ np.swapaxes(pc, -1, -2) if COVARIANCE[self.covariance_type].matrix else pc ** 2
 
     # ------------------------------------------------------------------ inference
-    def _data(self, X):
-        """``(fitted mixture, validated X)``; NotFittedError before ``fit``."""
-        check_is_fitted(self)
-        return self._mixture(), np.asarray(self._validate(X, reset=False), np.float64)
-
-    def _mixture(self):
-        """The fitted mixture as float64 JAX arrays, converted once per fit (in ``_set``, or
-        on first use after unpickling): a conversion per call would cost more than a small
-        predict."""
-        if "_gmm_device" not in self.__dict__:  # not pickled: see __getstate__
-            self._to_device()
-        return self._gmm_device
-
-    def _to_device(self):
-        with scoped_x64():
-            self._gmm_device = jax.tree_util.tree_map(lambda a: jax.device_put(np.asarray(a, np.float64)), self._gmm)
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        state.pop("_gmm_device", None)  # device arrays: rebuilt in float64 whatever x64 is there
-        return state
-
-    def _infer(self, fn, X):
-        """``fn`` (a jitted function of toolkit.gmm.model) on X as a numpy array of
-        ``n_samples`` rows: the padding rows are dropped on the host."""
-        with scoped_x64():
-            out, n = _call(fn, *self._data(X), "GaussianMixture", host=True)
-            return out[:n]
-
-    def score_samples(self, X):
-        """Log density of every sample, ``(n_samples,)``."""
-        return self._infer(_model._log_prob, X)
-
-    def score(self, X, y=None):
-        """Mean log-likelihood per sample."""
-        return float(np.mean(self.score_samples(X)))
-
-    def predict(self, X):
-        """Most probable component of every sample, ``(n_samples,)``."""
-        return self._infer(_model._predict, X)
-
-    def predict_proba(self, X):
-        """Posterior probability of each component, ``(n_samples, n_components)``."""
-        return self._infer(_model._predict_proba, X)
-
-    def sample(self, n_samples=1):
-        """Draw ``n_samples`` points: ``(X (n_samples, n_features), y (n_samples,))``, grouped by component."""
-        check_is_fitted(self)
-        if not isinstance(n_samples, numbers.Integral) or n_samples < 1:
-            raise ValueError(f"Invalid value for 'n_samples': {n_samples} . The sampling requires at least one "
-                             "sample.")
-        rng = check_random_state(self.random_state)
-        with scoped_x64():
-            key = jax.random.key(int(rng.randint(np.iinfo(np.int32).max)))
-            X, y = _gmm.sample(key, self._mixture(), int(n_samples))
-            X, y = np.asarray(X), np.asarray(y)
-        order = np.argsort(y, kind="stable")
-        return X[order], y[order]
-
     def bic(self, X):
         """Bayesian information criterion on X (lower is better)."""
         with scoped_x64():
@@ -325,8 +228,3 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def _n_parameters(self):
         return int(_gmm.n_parameters(self._gmm))
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False
-        return tags

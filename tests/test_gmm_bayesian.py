@@ -150,3 +150,26 @@ def test_estimator_attributes_checks_and_warm_start():
         warnings.simplefilter("ignore")
         lbs = [m.fit(X).lower_bound_ for _ in range(15)]
     assert np.all(np.diff(lbs) >= -1e-9)
+
+
+def test_shrinkage_in_the_bayesian_fit():
+    from toolkit.estimators import BayesianGaussianMixture
+
+    X = _data(7) * np.array([1.0, 50.0, 0.02])  # very different scales
+    resp0 = np.random.default_rng(8).dirichlet(np.ones(3), size=len(X))
+    kw = dict(init=resp0, max_iter=30, tol=0.0)
+    none = gmm.fit_bayesian(jax.random.key(0), X, 3, **kw)[0]
+    zero = gmm.fit_bayesian(jax.random.key(0), X, 3, shrinkage=0.0, **kw)[0]
+    np.testing.assert_allclose(np.asarray(zero.covariances), np.asarray(none.covariances), rtol=1e-12)
+    for target in ("identity", "diagonal"):
+        for amount in ("oas", "ledoit_wolf", 0.5):
+            bg, info = gmm.fit_bayesian(jax.random.key(0), X, 3, shrinkage=amount, shrinkage_target=target, **kw)
+            assert np.all(np.isfinite(np.asarray(bg.covariances))) and np.isfinite(float(info.lower_bound))
+    # with the diagonal target a fully shrunk scatter is diagonal: one iteration from given
+    # responsibilities gives W0 + n_k diag(S_k) + the means' term, exactly
+    one = gmm.fit_bayesian(jax.random.key(0), X, 3, shrinkage=1.0, shrinkage_target="diagonal", covariance_type="diag",
+                           init=resp0, max_iter=1, tol=0.0)[0]
+    ref = gmm.fit_bayesian(jax.random.key(0), X, 3, covariance_type="diag", init=resp0, max_iter=1, tol=0.0)[0]
+    np.testing.assert_allclose(np.asarray(one.covariances), np.asarray(ref.covariances), rtol=1e-12)
+    est = BayesianGaussianMixture(n_components=3, shrinkage="oas", shrinkage_target="diagonal", random_state=0).fit(X)
+    assert np.all(np.isfinite(est.covariances_))

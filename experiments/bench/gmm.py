@@ -12,7 +12,7 @@ from toolkit import gmm
 
 from toolkit._synthetic import mixture_data
 
-from . import gmm_digits
+from . import gmm_bayesian, gmm_digits
 from ._timing import timed
 
 
@@ -36,6 +36,9 @@ class Params:
     # held-out log-likelihood on scikit-learn's digits (stratified 80/20, seed 0): shrinkage
     # targets against scikit-learn, each at its best reg_covar (see gmm_digits.py)
     digits: bool = True
+    # variational Bayes against scikit-learn's BayesianGaussianMixture (gmm_bayesian.py)
+    bayesian: bool = True
+    bayesian_size: dict = dataclasses.field(default_factory=lambda: {"n": 50_000, "d": 8, "k": 8, "iters": 100})
     digits_k: int = 10
     digits_reg_covars: list[float] = dataclasses.field(default_factory=lambda: [1e-3, 1e-2, 1e-1])
 
@@ -110,6 +113,8 @@ def run(p: Params, ctx) -> dict:
             ax.set(title=f"toolkit.gmm: n={s.n}, k={s.k}", xlabel="x1", ylabel="x2")
             ax.legend(fontsize=6)
             ctx.save_figure(fig, "gmm_2d.png")
+    if p.bayesian:
+        out["bayesian"] = gmm_bayesian.bayesian(p, ctx)
     if p.digits:
         out["digits"] = gmm_digits.digits(p, ctx)
     return out

@@ -23,7 +23,8 @@ class BayesianGaussianMixture(_Mixture):
 
     Parameters and fitted attributes are those of ``sklearn.mixture.BayesianGaussianMixture``
     (``weight_concentration_`` is a tuple of two arrays for the Dirichlet process, as
-    there; ``degrees_of_freedom_`` a float for "tied"). From the same initial
+    there; ``degrees_of_freedom_`` a float for "tied"), plus ``shrinkage`` and
+    ``shrinkage_target`` as in :class:`GaussianMixture` (None: scikit-learn's model). From the same initial
     responsibilities the ELBO trajectory is scikit-learn's to round-off.
 
     Example:
@@ -38,7 +39,7 @@ class BayesianGaussianMixture(_Mixture):
                  n_init=1, init_params="kmeans", weight_concentration_prior_type="dirichlet_process",
                  weight_concentration_prior=None, mean_precision_prior=None, mean_prior=None,
                  degrees_of_freedom_prior=None, covariance_prior=None, random_state=None, warm_start=False,
-                 verbose=0, verbose_interval=10):
+                 verbose=0, verbose_interval=10, shrinkage=None, shrinkage_target="identity"):
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.tol = tol
@@ -56,6 +57,8 @@ class BayesianGaussianMixture(_Mixture):
         self.warm_start = warm_start
         self.verbose = verbose
         self.verbose_interval = verbose_interval
+        self.shrinkage = shrinkage
+        self.shrinkage_target = shrinkage_target
 
     def _check_parameters(self):
         name = type(self).__name__
@@ -92,7 +95,8 @@ class BayesianGaussianMixture(_Mixture):
                       weight_concentration_prior=self.weight_concentration_prior,
                       mean_precision_prior=self.mean_precision_prior, mean_prior=self.mean_prior,
                       degrees_of_freedom_prior=self.degrees_of_freedom_prior, covariance_prior=self.covariance_prior,
-                      covariance_type=self.covariance_type, reg_covar=float(self.reg_covar))
+                      covariance_type=self.covariance_type, reg_covar=float(self.reg_covar),
+                      shrinkage=self.shrinkage, shrinkage_target=self.shrinkage_target)
             init = self._mixture() if warm else _INIT_PARAMS[self.init_params]
             g, info = _gmm.fit_bayesian(key, Xj, self.n_components, **kw, init=init,
                                         n_init=1 if warm else self.n_init, max_iter=max(int(self.max_iter), 1),

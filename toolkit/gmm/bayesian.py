@@ -32,7 +32,7 @@ from jax.typing import ArrayLike
 
 from .._buckets import pad_to, padded_size, unpad
 from .._checks import as_float_array, as_scalar, check_choice, check_real, check_weights
-from .covariance import COVARIANCE, _chol_precision, _log_gaussian, _rank_deficient
+from .covariance import COVARIANCE, _chol_precision, _log_gaussian, _rank_deficient, _shrink
 from .em import _stats_from_resp
 from .fitting import _history_length
 from .init import _init_resp
@@ -119,27 +119,36 @@ def _weighted_log_prob(bg, X):
 # ----------------------------------------------------------------------------- the updates
 
 
-def _gaussian_stats(st, reg_covar, covariance_type):
+def _gaussian_stats(st, reg_covar, covariance_type, shrinkage=None):
     """scikit-learn's ``_estimate_gaussian_parameters`` from our sufficient statistics:
-    ``(nk (k,), xk (k, d), sk)`` with ``reg_covar`` on the variances."""
+    ``(nk (k,), xk (k, d), sk)`` with ``reg_covar`` on the variances; ``shrinkage`` (a
+    checked :class:`~toolkit.gmm.covariance.Shrinkage`) pulls the scatter toward its
+    target first, as in :func:`toolkit.gmm.fit`."""
+    t = COVARIANCE[covariance_type]
     nk = st.nk + 10 * jnp.finfo(st.s1.dtype).eps
     xk = st.s1 / nk[:, None]
     d = xk.shape[1]
     if covariance_type == "full":
-        sk = st.s2 / nk[:, None, None] - jnp.einsum("ki,kj->kij", xk, xk) + reg_covar * jnp.eye(d, dtype=xk.dtype)
-        return nk, xk, 0.5 * (sk + jnp.swapaxes(sk, -1, -2))
-    if covariance_type == "tied":
-        sk = (jnp.sum(st.s2, 0) - jnp.einsum("k,ki,kj->ij", nk, xk, xk)) / jnp.sum(nk)
-        return nk, xk, 0.5 * (sk + sk.T) + reg_covar * jnp.eye(d, dtype=xk.dtype)
-    sk = st.s2 / nk[:, None] - xk * xk + reg_covar
-    return nk, xk, (jnp.mean(sk, 1) if covariance_type == "spherical" else sk)
+        S = st.s2 / nk[:, None, None] - jnp.einsum("ki,kj->kij", xk, xk)
+        S = 0.5 * (S + jnp.swapaxes(S, -1, -2))
+    elif covariance_type == "tied":
+        S = (jnp.sum(st.s2, 0) - jnp.einsum("k,ki,kj->ij", nk, xk, xk)) / jnp.sum(nk)
+        S = 0.5 * (S + S.T)
+    else:
+        S = st.s2 / nk[:, None] - xk * xk
+    if shrinkage is not None:
+        S = _shrink(S, st, nk, xk, shrinkage, t)
+    if t.matrix:
+        return nk, xk, S + reg_covar * jnp.eye(d, dtype=xk.dtype)
+    S = S + reg_covar
+    return nk, xk, (jnp.mean(S, 1) if covariance_type == "spherical" else S)
 
 
-def _posterior(st, prior, reg_covar, floor):
+def _posterior(st, prior, reg_covar, floor, shrinkage=None):
     """The variational posterior from the sufficient statistics and ``prior`` (a
     :class:`BayesianGMM` whose prior fields are set)."""
     ct, pt = prior.covariance_type, prior.weight_concentration_prior_type
-    nk, xk, sk = _gaussian_stats(st, reg_covar, ct)
+    nk, xk, sk = _gaussian_stats(st, reg_covar, ct, shrinkage)
     k, d = xk.shape
     if pt == "dirichlet_process":
         later = jnp.cumsum(nk[::-1])[::-1] - nk  # sum of nk_j over j > k
@@ -189,19 +198,19 @@ def _lower_bound(bg, neg_entropy):
     return -neg_entropy - log_wishart - log_norm_weight - 0.5 * d * jnp.sum(jnp.log(bg.mean_precision))
 
 
-def _vb_step(bg, X, sw, reg_covar, floor):
+def _vb_step(bg, X, sw, reg_covar, floor, shrinkage):
     """One iteration: ``(ELBO, stats, new posterior)``."""
     wlp = _weighted_log_prob(bg, X)
     norm = logsumexp(wlp, axis=1)
     log_resp = wlp - norm[:, None]
     resp = jnp.exp(log_resp)
     neg_entropy = jnp.sum(jnp.where(resp > 0, sw[:, None] * resp * log_resp, 0.0))
-    st = _stats_from_resp(X, resp * sw[:, None], bg.covariance_type, None)
-    new = _posterior(st, bg, reg_covar, floor)
+    st = _stats_from_resp(X, resp * sw[:, None], bg.covariance_type, shrinkage)
+    new = _posterior(st, bg, reg_covar, floor, shrinkage)
     return _lower_bound(new, neg_entropy), st, new
 
 
-def _vb(bg0, X, sw, reg_covar, tol, max_iter, floor, hist_len, lb0):
+def _vb(bg0, X, sw, reg_covar, tol, max_iter, floor, hist_len, lb0, shrinkage):
     """VB from ``bg0`` in one while_loop (scikit-learn's loop: E-step, M-step, bound);
     ``lb0``: the bound the first iteration is compared with (-inf, or a warm start's)."""
     dt = X.dtype
@@ -212,10 +221,10 @@ def _vb(bg0, X, sw, reg_covar, tol, max_iter, floor, hist_len, lb0):
 
     def body(s):
         g, it, lb, _, hist, _, _ = s
-        new_lb, st, g = _vb_step(g, X, sw, reg_covar, floor)
+        new_lb, st, g = _vb_step(g, X, sw, reg_covar, floor, shrinkage)
         return g, it + 1, new_lb, lb, hist.at[it].set(new_lb), jnp.abs(new_lb - lb) < tol, st
 
-    st0 = _stats_from_resp(X, jnp.zeros((X.shape[0], bg0.means.shape[0]), dt), bg0.covariance_type, None)
+    st0 = _stats_from_resp(X, jnp.zeros((X.shape[0], bg0.means.shape[0]), dt), bg0.covariance_type, shrinkage)
     s0 = (bg0, jnp.asarray(0), jnp.asarray(lb0, dt), jnp.asarray(jnp.inf, dt),
           jnp.full((hist_len,), jnp.nan, dt), jnp.asarray(False), st0)
     g, it, lb, _, hist, conv, st = lax.while_loop(cond, body, s0)
@@ -224,9 +233,9 @@ def _vb(bg0, X, sw, reg_covar, tol, max_iter, floor, hist_len, lb0):
 
 
 @functools.partial(jax.jit, static_argnames=("k", "init", "n_init", "hist_len", "from_resp", "covariance_type",
-                                              "prior_type"))
+                                              "prior_type", "shrinkage"))
 def _fit_bayesian(key, X, sw, given, resp0, warm, reg_covar, tol, max_iter, lb0, *, k, init, n_init, hist_len,
-                  from_resp, covariance_type, prior_type):
+                  from_resp, covariance_type, prior_type, shrinkage):
     """Restarts vmapped; the best ELBO wins. Priors are in the data's frame; the fit
     runs centred on the weighted mean (the mean prior moves with it)."""
     prior = _prior_model(X, sw, given, k, covariance_type, prior_type)
@@ -244,9 +253,9 @@ def _fit_bayesian(key, X, sw, given, resp0, warm, reg_covar, tol, max_iter, lb0,
                                      covariance_prior=prior.covariance_prior)
         else:
             resp = resp0 if from_resp else _init_resp(key, Xc, sw, k, init)
-            st = _stats_from_resp(Xc, resp * sw[:, None], prior.covariance_type, None)
-            g0 = _posterior(st, prior_c, reg_covar, floor)
-        return _vb(g0, Xc, sw, reg_covar, tol, max_iter, floor, hist_len, lb0)
+            st = _stats_from_resp(Xc, resp * sw[:, None], prior.covariance_type, shrinkage)
+            g0 = _posterior(st, prior_c, reg_covar, floor, shrinkage)
+        return _vb(g0, Xc, sw, reg_covar, tol, max_iter, floor, hist_len, lb0, shrinkage)
 
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n_init))
     gs, its, lbs, hists, convs, deficient = jax.vmap(one)(keys)
@@ -334,7 +343,8 @@ def fit_bayesian(key: jax.Array, X: ArrayLike, n_components: int, *,
                  weight_concentration_prior: float | None = None, mean_precision_prior: float | None = None,
                  mean_prior: ArrayLike | None = None, degrees_of_freedom_prior: float | None = None,
                  covariance_prior: ArrayLike | None = None, covariance_type: str = "full",
-                 reg_covar: float = 1e-6, max_iter: int = 100, tol: float = 1e-3, n_init: int = 1,
+                 reg_covar: float = 1e-6, shrinkage: float | str | None = None, shrinkage_target: str = "identity",
+                 max_iter: int = 100, tol: float = 1e-3, n_init: int = 1,
                  init: Any = "kmeans++", sample_weight: ArrayLike | None = None,
                  prev_lower_bound: float | None = None) -> tuple[BayesianGMM, FitInfo]:
     """Fit a variational Bayesian Gaussian mixture (scikit-learn's BayesianGaussianMixture).
@@ -352,6 +362,8 @@ def fit_bayesian(key: jax.Array, X: ArrayLike, n_components: int, *,
         (default the unbiased covariance of X, or its diagonal / mean variance).
       covariance_type: "full" | "tied" | "diag" | "spherical".
       reg_covar: added to the variances of the statistics (>= 0).
+      shrinkage, shrinkage_target: as :func:`toolkit.gmm.fit`: each component's scatter
+        is shrunk toward the target before the Wishart update (None: scikit-learn's model).
       max_iter, tol: stop when the ELBO changes by < tol (the total, as scikit-learn).
       n_init: restarts (vectorised); the best ELBO wins.
       init: "kmeans++", "kmeans", "random", "random_from_data", initial
@@ -383,8 +395,9 @@ def fit_bayesian(key: jax.Array, X: ArrayLike, n_components: int, *,
     check_choice(weight_concentration_prior_type, PRIOR_TYPES, "weight_concentration_prior_type", where)
     warm = init if isinstance(init, BayesianGMM) else None
     from_resp = warm is None and not isinstance(init, str)
-    _check_fit_options(where, d, X.dtype, n_components, covariance_type, reg_covar, None,
-                       init if isinstance(init, str) else "kmeans++", n_init, max_iter)
+    shrinkage, _ = _check_fit_options(where, d, X.dtype, n_components, covariance_type, reg_covar, shrinkage,
+                                      init if isinstance(init, str) else "kmeans++", n_init, max_iter,
+                                      shrinkage_target)
     if warm is not None and (warm.covariance_type != covariance_type or warm.means.shape != (n_components, d)
                              or warm.weight_concentration_prior_type != weight_concentration_prior_type):
         raise ValueError(f"{where}: init BayesianGMM has covariance_type {warm.covariance_type!r}, prior type "
@@ -423,6 +436,7 @@ def fit_bayesian(key: jax.Array, X: ArrayLike, n_components: int, *,
                                      np.int32(max_iter), lb0, k=k, init=init if isinstance(init, str) else None,
                                      n_init=1 if warm is not None else int(n_init),
                                      hist_len=_history_length(int(max_iter)), from_resp=from_resp,
-                                     covariance_type=covariance_type, prior_type=weight_concentration_prior_type)
+                                     covariance_type=covariance_type, prior_type=weight_concentration_prior_type,
+                                     shrinkage=shrinkage)
     _raise_for_rows(summary, Xp, where, "X", n=n)
     return g, info._replace(history=unpad(info.history, int(max_iter)))

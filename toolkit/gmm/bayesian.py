@@ -33,11 +33,11 @@ from jax.typing import ArrayLike
 from .._buckets import pad_to, padded_size, unpad
 from .._checks import as_float_array, as_scalar, check_choice, check_real, check_weights
 from .covariance import COVARIANCE, _chol_precision, _log_gaussian, _rank_deficient, _shrink
-from .em import _stats_from_resp
+from .em import _feature_weights, _features, _stats_from_resp, _use_features
 from .fitting import _history_length
 from .init import _init_resp
 from .options import _check_fit_options
-from .types import FitInfo, _check_X, _raise_for_rows, _row_summary
+from .types import GMM, FitInfo, _check_X, _raise_for_rows, _row_summary
 
 PRIOR_TYPES = ("dirichlet_process", "dirichlet_distribution")
 
@@ -107,13 +107,22 @@ def _log_lambda(dof, d):
     return d * math.log(2.0) + jnp.sum(digamma(0.5 * (dof[..., None] - jnp.arange(d, dtype=dof.dtype))), -1)
 
 
-def _weighted_log_prob(bg, X):
-    """``(n, k)`` E[log pi_k] + E[log N(x_n | mu_k, Lambda_k)] (up to the constant that
-    cancels in the responsibilities), as scikit-learn's ``_estimate_weighted_log_prob``."""
-    d = X.shape[1]
+def _log_offsets(bg, d):
+    """``(k,)`` what the variational expectations add to ``log N(x | mu_k, covariances_k)``."""
     dof = jnp.broadcast_to(bg.degrees_of_freedom, bg.mean_precision.shape)
-    log_gauss = _log_gaussian(X, bg.means, bg.precisions_cholesky, bg.covariance_type) - 0.5 * d * jnp.log(dof)
-    return log_gauss + 0.5 * (_log_lambda(dof, d) - d / bg.mean_precision) + _expected_log_weights(bg)
+    return -0.5 * d * jnp.log(dof) + 0.5 * (_log_lambda(dof, d) - d / bg.mean_precision) + _expected_log_weights(bg)
+
+
+def _weighted_log_prob(bg, X, F=None):
+    """``(n, k)`` E[log pi_k] + E[log N(x_n | mu_k, Lambda_k)] (up to the constant that
+    cancels in the responsibilities), as scikit-learn's ``_estimate_weighted_log_prob``.
+    ``F``: EM's precomputed features (float64 "full"), which make it one GEMM."""
+    d = X.shape[1]
+    if F is not None:
+        g = GMM(jnp.ones_like(bg.mean_precision), bg.means, bg.covariances, bg.precisions_cholesky,
+                bg.covariance_type)
+        return F @ _feature_weights(g).at[-1].add(_log_offsets(bg, d))
+    return _log_gaussian(X, bg.means, bg.precisions_cholesky, bg.covariance_type) + _log_offsets(bg, d)
 
 
 # ----------------------------------------------------------------------------- the updates
@@ -198,14 +207,14 @@ def _lower_bound(bg, neg_entropy):
     return -neg_entropy - log_wishart - log_norm_weight - 0.5 * d * jnp.sum(jnp.log(bg.mean_precision))
 
 
-def _vb_step(bg, X, sw, reg_covar, floor, shrinkage):
-    """One iteration: ``(ELBO, stats, new posterior)``."""
-    wlp = _weighted_log_prob(bg, X)
+def _vb_step(bg, X, sw, reg_covar, floor, shrinkage, F):
+    """One iteration: ``(ELBO, stats, new posterior)``; ``F`` as in :func:`_weighted_log_prob`."""
+    wlp = _weighted_log_prob(bg, X, F)
     norm = logsumexp(wlp, axis=1)
     log_resp = wlp - norm[:, None]
     resp = jnp.exp(log_resp)
     neg_entropy = jnp.sum(jnp.where(resp > 0, sw[:, None] * resp * log_resp, 0.0))
-    st = _stats_from_resp(X, resp * sw[:, None], bg.covariance_type, shrinkage)
+    st = _stats_from_resp(X, resp * sw[:, None], bg.covariance_type, shrinkage, F)
     new = _posterior(st, bg, reg_covar, floor, shrinkage)
     return _lower_bound(new, neg_entropy), st, new
 
@@ -214,6 +223,8 @@ def _vb(bg0, X, sw, reg_covar, tol, max_iter, floor, hist_len, lb0, shrinkage):
     """VB from ``bg0`` in one while_loop (scikit-learn's loop: E-step, M-step, bound);
     ``lb0``: the bound the first iteration is compared with (-inf, or a warm start's)."""
     dt = X.dtype
+    n, d = X.shape
+    F = _features(X) if _use_features(d, bg0.means.shape[0], dt, bg0.covariance_type, shrinkage) else None
 
     def cond(s):
         _, it, lb, prev, _, _, _ = s
@@ -221,7 +232,7 @@ def _vb(bg0, X, sw, reg_covar, tol, max_iter, floor, hist_len, lb0, shrinkage):
 
     def body(s):
         g, it, lb, _, hist, _, _ = s
-        new_lb, st, g = _vb_step(g, X, sw, reg_covar, floor, shrinkage)
+        new_lb, st, g = _vb_step(g, X, sw, reg_covar, floor, shrinkage, F)
         return g, it + 1, new_lb, lb, hist.at[it].set(new_lb), jnp.abs(new_lb - lb) < tol, st
 
     st0 = _stats_from_resp(X, jnp.zeros((X.shape[0], bg0.means.shape[0]), dt), bg0.covariance_type, shrinkage)

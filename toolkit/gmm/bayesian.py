@@ -26,14 +26,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 from jax.scipy.special import betaln, digamma, gammaln, logsumexp
 from jax.typing import ArrayLike
 
 from .._buckets import pad_to, padded_size, unpad
 from .._checks import as_float_array, as_scalar, check_choice, check_real, check_weights
 from .covariance import COVARIANCE, _chol_precision, _log_gaussian, _rank_deficient, _shrink
-from .em import _feature_weights, _features, _stats_from_resp, _use_features
+from .em import _feature_weights, _features, _iterate, _stats_from_resp, _use_features
 from .fitting import _history_length
 from .init import _init_resp
 from .options import _check_fit_options
@@ -220,26 +219,14 @@ def _vb_step(bg, X, sw, reg_covar, floor, shrinkage, F):
 
 
 def _vb(bg0, X, sw, reg_covar, tol, max_iter, floor, hist_len, lb0, shrinkage):
-    """VB from ``bg0`` in one while_loop (scikit-learn's loop: E-step, M-step, bound);
-    ``lb0``: the bound the first iteration is compared with (-inf, or a warm start's)."""
-    dt = X.dtype
+    """VB from ``bg0``: EM's convergence loop (:func:`toolkit.gmm.em._iterate`) with the
+    variational step (scikit-learn's loop: E-step, M-step, bound)."""
     n, d = X.shape
-    F = _features(X) if _use_features(d, bg0.means.shape[0], dt, bg0.covariance_type, shrinkage) else None
-
-    def cond(s):
-        _, it, lb, prev, _, _, _ = s
-        return (it < max_iter) & ~(jnp.abs(lb - prev) < tol)
-
-    def body(s):
-        g, it, lb, _, hist, _, _ = s
-        new_lb, st, g = _vb_step(g, X, sw, reg_covar, floor, shrinkage, F)
-        return g, it + 1, new_lb, lb, hist.at[it].set(new_lb), jnp.abs(new_lb - lb) < tol, st
-
-    st0 = _stats_from_resp(X, jnp.zeros((X.shape[0], bg0.means.shape[0]), dt), bg0.covariance_type, shrinkage)
-    s0 = (bg0, jnp.asarray(0), jnp.asarray(lb0, dt), jnp.asarray(jnp.inf, dt),
-          jnp.full((hist_len,), jnp.nan, dt), jnp.asarray(False), st0)
-    g, it, lb, _, hist, conv, st = lax.while_loop(cond, body, s0)
-    hist = jnp.where(jnp.arange(hist_len) >= it, lb, hist)
+    k = bg0.means.shape[0]
+    F = _features(X) if _use_features(d, k, X.dtype, bg0.covariance_type, shrinkage) else None
+    st0 = _stats_from_resp(X, jnp.zeros((n, k), X.dtype), bg0.covariance_type, shrinkage)
+    g, it, lb, hist, conv, st = _iterate(lambda g: _vb_step(g, X, sw, reg_covar, floor, shrinkage, F), bg0, st0,
+                                         tol, max_iter, lb0, hist_len)
     return g, it, lb, hist, conv, _rank_deficient(st, bg0.covariance_type)
 
 

@@ -232,13 +232,32 @@ def m_step(X: ArrayLike, log_resp: ArrayLike, *, covariance_type: str = "full", 
     return _m_step_jit(X, resp, reg_covar, covariance_type, shrinkage)
 
 
-def _em(gmm0, X, sw, reg_covar, tol, covariance_type, shrinkage, max_iter, lb0, hist_len=None):
-    """EM from gmm0 in one while_loop; the lower bound is taken at each E-step (as sklearn).
+def _iterate(step, g0, st0, tol, max_iter, lb0, hist_len):
+    """The convergence loop every fit shares (EM and variational Bayes), one while_loop:
+    ``step(g) -> (bound, stats, new g)``, until the bound changes by < tol or
+    ``max_iter`` steps. ``lb0``: the bound the first step is compared with (-inf, or a
+    continued fit's); ``max_iter`` may be traced when the history's static length
+    ``hist_len >= max_iter``; entries past the last step repeat its bound.
+    Returns ``(g, n_iter, bound, history, converged, last stats)``."""
+    dt = st0.s1.dtype
 
-    ``lb0``: the lower bound the first iteration is compared with (-inf, or the previous
-    fit's when continuing one, as scikit-learn's warm_start). ``max_iter`` may be traced
-    when the history's length ``hist_len >= max_iter`` is given (static); entries past
-    ``max_iter`` then repeat the last lower bound like those past ``n_iter``."""
+    def cond(s):
+        _, it, lb, prev, _, _, _ = s
+        return (it < max_iter) & ~(jnp.abs(lb - prev) < tol)
+
+    def body(s):
+        g, it, lb, _, hist, _, _ = s
+        new_lb, st, g = step(g)
+        return g, it + 1, new_lb, lb, hist.at[it].set(new_lb), jnp.abs(new_lb - lb) < tol, st
+
+    s0 = (g0, jnp.asarray(0), jnp.asarray(lb0, dt), jnp.asarray(jnp.inf, dt),
+          jnp.full((hist_len,), jnp.nan, dt), jnp.asarray(False), st0)
+    g, it, lb, _, hist, conv, st = lax.while_loop(cond, body, s0)
+    return g, it, lb, jnp.where(jnp.arange(hist_len) >= it, lb, hist), conv, st
+
+
+def _em(gmm0, X, sw, reg_covar, tol, covariance_type, shrinkage, max_iter, lb0, hist_len=None):
+    """EM from gmm0 (:func:`_iterate`); the lower bound is taken at each E-step (as sklearn)."""
     hist_len = max_iter if hist_len is None else hist_len
     dt = X.dtype
     n, d = X.shape
@@ -247,19 +266,10 @@ def _em(gmm0, X, sw, reg_covar, tol, covariance_type, shrinkage, max_iter, lb0, 
     F = _features(X) if _use_features(d, k, dt, covariance_type, shrinkage) and not small else None
     wtot = jnp.sum(sw)
 
-    def cond(s):
-        _, it, lb, prev, _, _, _ = s
-        return (it < max_iter) & ~(jnp.abs(lb - prev) < tol)
-
-    def body(s):
-        g, it, lb, _, hist, _, _ = s
+    def step(g):
         ll, st, g = _em_step(g, X, sw, F, reg_covar, covariance_type, shrinkage, small)
-        new_lb = ll / wtot
-        return g, it + 1, new_lb, lb, hist.at[it].set(new_lb), jnp.abs(new_lb - lb) < tol, st
+        return ll / wtot, st, g
 
     st0 = _stats_from_resp(X, jnp.zeros((n, k), dt), covariance_type, shrinkage)
-    s0 = (gmm0, jnp.asarray(0), jnp.asarray(lb0, dt), jnp.asarray(jnp.inf, dt),
-          jnp.full((hist_len,), jnp.nan, dt), jnp.asarray(False), st0)
-    g, it, lb, _, hist, conv, st = lax.while_loop(cond, body, s0)
-    hist = jnp.where(jnp.arange(hist_len) >= it, lb, hist)
+    g, it, lb, hist, conv, st = _iterate(step, gmm0, st0, tol, max_iter, lb0, hist_len)
     return g, it, lb, hist, conv, _rank_deficient(st, covariance_type)

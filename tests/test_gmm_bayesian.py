@@ -173,3 +173,20 @@ def test_shrinkage_in_the_bayesian_fit():
     np.testing.assert_allclose(np.asarray(one.covariances), np.asarray(ref.covariances), rtol=1e-12)
     est = BayesianGaussianMixture(n_components=3, shrinkage="oas", shrinkage_target="diagonal", random_state=0).fit(X)
     assert np.all(np.isfinite(est.covariances_))
+
+
+@pytest.mark.parametrize("covariance_type,prior_type", [("full", "dirichlet_process"), ("tied", "dirichlet_distribution"),
+                                                        ("diag", "dirichlet_distribution"),
+                                                        ("spherical", "dirichlet_process")])
+def test_streaming_equals_in_memory(covariance_type, prior_type):
+    X = _data(9)
+    np.random.default_rng(10).shuffle(X)
+    kw = dict(covariance_type=covariance_type, weight_concentration_prior_type=prior_type, max_iter=30, tol=0.0)
+    for init, extra in (("random", {}), ("kmeans++", {"mean_prior": np.ones(3), "shrinkage": "oas"
+                                                      if covariance_type in ("full", "tied") else 0.2})):
+        a, ia = gmm.fit_bayesian(jax.random.key(0), X, 4, init=init, **kw, **extra)
+        b, ib = gmm.fit_bayesian_batches(jax.random.key(0), [X[:150], X[150:320], X[320:]], 4, init=init,
+                                         **kw, **extra)
+        np.testing.assert_allclose(np.asarray(ib.history), np.asarray(ia.history), rtol=1e-10)
+        for f in ("means", "covariances", "weight_concentration", "mean_prior", "covariance_prior"):
+            np.testing.assert_allclose(np.asarray(getattr(b, f)), np.asarray(getattr(a, f)), rtol=1e-9, atol=1e-11)

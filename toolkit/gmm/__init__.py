@@ -27,7 +27,7 @@ from .model import aic, bic, from_covariances, log_prob, n_parameters, predict, 
 from .online import fit_online
 from .sharding import shard_rows
 from .sources import NpyBatches
-from .streaming import fit_batches
+from .streaming import fit_batches, fit_bayesian_batches
 from .types import COVARIANCE_TYPES, GMM, INITS, FitInfo, RegularizationWarning
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "FitInfo",
     "fit",
     "fit_bayesian",
+    "fit_bayesian_batches",
     "PRIOR_TYPES",
     "SHRINKAGE_TARGETS",
     "e_step",

@@ -206,14 +206,21 @@ def _lower_bound(bg, neg_entropy):
     return -neg_entropy - log_wishart - log_norm_weight - 0.5 * d * jnp.sum(jnp.log(bg.mean_precision))
 
 
-def _vb_step(bg, X, sw, reg_covar, floor, shrinkage, F):
-    """One iteration: ``(ELBO, stats, new posterior)``; ``F`` as in :func:`_weighted_log_prob`."""
+def _vb_e_stats(bg, X, sw, F, shrinkage):
+    """The variational E-step over (part of) the data: ``(sum sw r log r, stats)``; the
+    statistics are EM's (:func:`toolkit.gmm.em._stats_from_resp`), so they add across
+    batches and processes as EM's do."""
     wlp = _weighted_log_prob(bg, X, F)
     norm = logsumexp(wlp, axis=1)
     log_resp = wlp - norm[:, None]
     resp = jnp.exp(log_resp)
     neg_entropy = jnp.sum(jnp.where(resp > 0, sw[:, None] * resp * log_resp, 0.0))
-    st = _stats_from_resp(X, resp * sw[:, None], bg.covariance_type, shrinkage, F)
+    return neg_entropy, _stats_from_resp(X, resp * sw[:, None], bg.covariance_type, shrinkage, F)
+
+
+def _vb_step(bg, X, sw, reg_covar, floor, shrinkage, F):
+    """One iteration: ``(ELBO, stats, new posterior)``; ``F`` as in :func:`_weighted_log_prob`."""
+    neg_entropy, st = _vb_e_stats(bg, X, sw, F, shrinkage)
     new = _posterior(st, bg, reg_covar, floor, shrinkage)
     return _lower_bound(new, neg_entropy), st, new
 
@@ -236,7 +243,7 @@ def _fit_bayesian(key, X, sw, given, resp0, warm, reg_covar, tol, max_iter, lb0,
                   from_resp, covariance_type, prior_type, shrinkage):
     """Restarts vmapped; the best ELBO wins. Priors are in the data's frame; the fit
     runs centred on the weighted mean (the mean prior moves with it)."""
-    prior = _prior_model(X, sw, given, k, covariance_type, prior_type)
+    prior = _prior_model(*_data_moments(X, sw), given, k, covariance_type, prior_type)
     center = jnp.sum(sw[:, None] * X, 0) / jnp.sum(sw)
     Xc = X - center
     prior_c = dataclasses.replace(prior, mean_prior=prior.mean_prior - center)
@@ -270,18 +277,21 @@ def _fit_bayesian(key, X, sw, given, resp0, warm, reg_covar, tol, max_iter, lb0,
 # ----------------------------------------------------------------------------- priors
 
 
-def _default_priors(X, sw, k, covariance_type):
-    """scikit-learn's defaults (``mean_prior`` the mean, ``covariance_prior`` the
-    unbiased covariance of X; with sample weights, their weighted forms). Traced."""
+def _default_priors(mean, C, k, covariance_type):
+    """scikit-learn's defaults from the data's (weighted) mean and unbiased covariance."""
+    dt = C.dtype
+    var = jnp.diagonal(C)
+    return {"weight_concentration_prior": jnp.asarray(1.0 / k, dt), "mean_precision_prior": jnp.asarray(1.0, dt),
+            "mean_prior": mean, "degrees_of_freedom_prior": jnp.asarray(C.shape[0], dt),
+            "covariance_prior": {"full": C, "tied": C, "diag": var, "spherical": jnp.mean(var)}[covariance_type]}
+
+
+def _data_moments(X, sw):
+    """``(mean, unbiased covariance)`` of rows X with (frequency) weights sw. Traced."""
     W = jnp.sum(sw)
     mean = (sw @ X) / W
     Xc = X - mean
-    C = (Xc.T * sw) @ Xc / (W - 1.0)
-    var = jnp.diagonal(C)
-    dt = X.dtype
-    return {"weight_concentration_prior": jnp.asarray(1.0 / k, dt), "mean_precision_prior": jnp.asarray(1.0, dt),
-            "mean_prior": mean, "degrees_of_freedom_prior": jnp.asarray(X.shape[1], dt),
-            "covariance_prior": {"full": C, "tied": C, "diag": var, "spherical": jnp.mean(var)}[covariance_type]}
+    return mean, (Xc.T * sw) @ Xc / (W - 1.0)
 
 
 def _check_prior(name, value, shape, where, *, positive=True, pd=False):
@@ -321,12 +331,21 @@ def _checked_priors(d, covariance_type, given, where):
     return out
 
 
-def _prior_model(X, sw, given, k, covariance_type, prior_type):
-    """A :class:`BayesianGMM` holding the priors (given ones, defaults elsewhere) and
-    zero posterior fields. Traced (inside the fit's executable)."""
-    dt = X.dtype
-    d = X.shape[1]
-    pr = _default_priors(X, sw, k, covariance_type)
+def _bayesian_options(where, d, dtype, covariance_type, prior_type, priors):
+    """Check the prior type and the priors given (a dict, None where not given): the
+    given ones as ``dtype`` numpy arrays."""
+    check_choice(prior_type, PRIOR_TYPES, "weight_concentration_prior_type", where)
+    given = _checked_priors(d, covariance_type, priors, where)
+    return {name: None if v is None else v.astype(dtype) for name, v in given.items()}
+
+
+def _prior_model(mean, C, given, k, covariance_type, prior_type):
+    """A :class:`BayesianGMM` holding the priors (given ones; scikit-learn's defaults from
+    the data's ``mean`` and unbiased covariance ``C`` elsewhere) and zero posterior
+    fields. Traced (inside the fit's executable)."""
+    dt = C.dtype
+    d = C.shape[0]
+    pr = _default_priors(mean, C, k, covariance_type)
     pr.update({name: jnp.asarray(v, dt) for name, v in given.items() if v is not None})
     zk = jnp.zeros((k,), dt)
     wc0 = jnp.zeros((2, k), dt) if prior_type == "dirichlet_process" else zk
@@ -390,7 +409,6 @@ def fit_bayesian(key: jax.Array, X: ArrayLike, n_components: int, *,
     where = "gmm.fit_bayesian"
     X = _check_X(X, where)
     n, d = X.shape
-    check_choice(weight_concentration_prior_type, PRIOR_TYPES, "weight_concentration_prior_type", where)
     warm = init if isinstance(init, BayesianGMM) else None
     from_resp = warm is None and not isinstance(init, str)
     shrinkage, _ = _check_fit_options(where, d, X.dtype, n_components, covariance_type, reg_covar, shrinkage,
@@ -412,11 +430,10 @@ def fit_bayesian(key: jax.Array, X: ArrayLike, n_components: int, *,
         if sw.shape != (n,):
             raise ValueError(f"{where}: sample_weight must have shape ({n},), got {tuple(sw.shape)}")
         check_weights(sw, "sample_weight", where)
-    given = _checked_priors(d, covariance_type, dict(
+    given = _bayesian_options(where, d, dt, covariance_type, weight_concentration_prior_type, dict(
         weight_concentration_prior=weight_concentration_prior, mean_precision_prior=mean_precision_prior,
         mean_prior=mean_prior, degrees_of_freedom_prior=degrees_of_freedom_prior,
-        covariance_prior=covariance_prior), where)
-    given = {name: None if v is None else v.astype(dt) for name, v in given.items()}
+        covariance_prior=covariance_prior))
     k = int(n_components)
     resp0 = None
     if from_resp:

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from .._checks import check_positive_int, result_dtype
 from .covariance import (COVARIANCE, _Stats, _needs_diagonal_fourth_moment, _needs_fourth_moment,
                          _params_from_stats, _rank_deficient)
+from .bayesian import _bayesian_options, _lower_bound, _posterior, _prior_model, _vb_e_stats
 from .em import _e_stats, _features, _stats_from_resp, _use_features
 from .fitting import _best_restart
 from .init import _assign, _init_resp, _kmeans_pp, _lloyd_centers, _lloyd_iters, _lloyd_sums, _lloyd_update, _row_uniform
@@ -124,6 +125,39 @@ def _em_batch_step(gs, acc, X, w, center, covariance_type, shrinkage, fast):
     F = _features(Xc) if fast else None  # shared by the restarts
 
     return _kahan(acc, jax.vmap(lambda g: _e_stats(g, Xc, w, F, covariance_type, shrinkage))(gs))
+
+
+@functools.partial(jax.jit, static_argnums=(5, 6), donate_argnums=(1,))
+def _vb_batch_step(gs, acc, X, w, center, shrinkage, fast):
+    """Per restart: ``(sum w r log r, statistics)`` of one chunk's variational E-step."""
+    Xc = X - center
+    F = _features(Xc) if fast else None
+    return _kahan(acc, jax.vmap(lambda g: _vb_e_stats(g, Xc, w, F, shrinkage))(gs))
+
+
+@functools.partial(jax.jit, donate_argnums=(1,))
+def _scatter_step(_, acc, X, w, center):
+    """Weighted scatter about the centre (the default covariance prior of variational Bayes)."""
+    Xc = (X - center) * jnp.sqrt(w)[:, None]
+    return _kahan(acc, Xc.T @ Xc)
+
+
+@functools.partial(jax.jit, static_argnums=(4,))
+def _posteriors(st, prior, reg_covar, floor, shrinkage):
+    return jax.vmap(lambda s: _posterior(s, prior, reg_covar, floor, shrinkage))(st)
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
+def _stream_prior(scatter, wtot, given, k, covariance_type, prior_type):
+    """The priors in the centred frame (``given``: a dict, None where not given), from the
+    data's scatter about the centre."""
+    d = scatter.shape[0]
+    return _prior_model(jnp.zeros(d, scatter.dtype), scatter / (wtot - 1.0), given, k, covariance_type, prior_type)
+
+
+@jax.jit
+def _bounds(gs, neg_entropy):
+    return jax.vmap(_lower_bound)(gs, neg_entropy)
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3))
@@ -252,7 +286,53 @@ def fit_batches(key: jax.Array, batches: Any, n_components: int, *, covariance_t
     >>> sorted(np.asarray(g.means).round(0)[:, 0].tolist()), bool(info.converged)
     ([-0.0, 6.0], True)
     """
-    where = "gmm.fit_batches"
+    return _stream(key, batches, n_components, where="gmm.fit_batches", vb=None, covariance_type=covariance_type,
+                   reg_covar=reg_covar, shrinkage=shrinkage, shrinkage_target=shrinkage_target, init=init,
+                   n_init=n_init, max_iter=max_iter, tol=tol, batch_size=batch_size, init_size=init_size, dtype=dtype,
+                   mesh=mesh, callback=callback, progress=progress)
+
+
+def fit_bayesian_batches(key: jax.Array, batches: Any, n_components: int, *,
+                         weight_concentration_prior_type: str = "dirichlet_process",
+                         weight_concentration_prior: float | None = None, mean_precision_prior: float | None = None,
+                         mean_prior: Any = None, degrees_of_freedom_prior: float | None = None,
+                         covariance_prior: Any = None, covariance_type: str = "full", reg_covar: float = 1e-6,
+                         shrinkage: float | str | None = None, shrinkage_target: str = "identity",
+                         init: str = "kmeans++", n_init: int = 1, max_iter: int = 100, tol: float = 1e-3,
+                         batch_size: int | None = None, init_size: int = 100_000, dtype: Any = None,
+                         mesh: jax.sharding.Mesh | None = None, callback: Callable[[int, float], Any] | None = None,
+                         progress: bool | None = None):
+    """Streaming variational Bayes: :func:`toolkit.gmm.fit_bayesian` over batches, one pass
+    per iteration (the variational E-step's statistics summed batch by batch, as
+    :func:`fit_batches` sums EM's), plus one pass for the data's scatter (the default
+    covariance prior). Same inputs as :func:`fit_batches`; the options and the result
+    (``(BayesianGMM, FitInfo)``) are :func:`~toolkit.gmm.fit_bayesian`'s (``init``: an init
+    name). It reaches the posterior ``fit_bayesian`` reaches on the concatenated data, under
+    the conditions :func:`fit_batches` states for EM.
+
+    >>> from toolkit import gmm
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.concatenate([rng.normal(size=(300, 2)), rng.normal(size=(300, 2)) + 6])
+    >>> bg, info = gmm.fit_bayesian_batches(jax.random.key(0), [X[:200], X[200:]], 5)
+    >>> int(np.sum(np.asarray(bg.weights) > 0.05)), bool(info.converged)
+    (2, True)
+    """
+    priors = dict(weight_concentration_prior=weight_concentration_prior, mean_precision_prior=mean_precision_prior,
+                  mean_prior=mean_prior, degrees_of_freedom_prior=degrees_of_freedom_prior,
+                  covariance_prior=covariance_prior)
+    return _stream(key, batches, n_components, where="gmm.fit_bayesian_batches",
+                   vb={"prior_type": weight_concentration_prior_type, "priors": priors},
+                   covariance_type=covariance_type, reg_covar=reg_covar, shrinkage=shrinkage,
+                   shrinkage_target=shrinkage_target, init=init, n_init=n_init, max_iter=max_iter, tol=tol,
+                   batch_size=batch_size, init_size=init_size, dtype=dtype, mesh=mesh, callback=callback,
+                   progress=progress)
+
+
+def _stream(key, batches, n_components, *, where, vb, covariance_type, reg_covar, shrinkage, shrinkage_target,
+            init, n_init, max_iter, tol, batch_size, init_size, dtype, mesh, callback, progress):
+    """The streaming fit of :func:`fit_batches` (``vb=None``: EM) and of
+    :func:`toolkit.gmm.fit_bayesian_batches` (``vb={"prior_type", "given"}``: variational
+    Bayes, the priors given or None). One pass per iteration either way."""
     check_positive_int(batch_size, "batch_size", where, optional=True)
     check_positive_int(init_size, "init_size", where)
     if dtype is not None:
@@ -265,6 +345,11 @@ def fit_batches(key: jax.Array, batches: Any, n_components: int, *, covariance_t
     if mesh is not None and src.capacity % mesh.size:
         raise ValueError(f"{where}: batch_size={src.capacity} must be a multiple of the mesh's {mesh.size} devices")
     del first
+    if vb is not None:
+        if gmm_init is not None:
+            raise ValueError(f"{where}: init must be an init name here, got a {type(gmm_init).__name__}")
+        vb = dict(vb, given=_bayesian_options(where, src.d, src.dtype, covariance_type, vb["prior_type"],
+                                              vb["priors"]))
     k = int(n_components)
     R = int(n_init)
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(R))
@@ -294,6 +379,15 @@ def fit_batches(key: jax.Array, batches: Any, n_components: int, *, covariance_t
             acc = step(carry, acc, _dev(ch.X, mesh), _dev(ch.w, mesh), *extra(ch))
         return _process_sum(acc[0])
 
+    params = functools.partial(_params, reg_covar=rc, covariance_type=covariance_type, shrinkage=shrinkage)
+    if vb is not None:  # the priors need one more pass: the data's scatter
+        scatter = run_pass(_scatter_step, None, _kahan_zeros(jnp.zeros((src.d, src.d), dt)), lambda ch: (center,))
+        given = {name: None if v is None else jnp.asarray(v, dt) - (center if name == "mean_prior" else 0)
+                 for name, v in vb["given"].items()}
+        prior = _stream_prior(scatter, wtot, given, k, covariance_type, vb["prior_type"])
+        floor = jnp.trace(scatter) / (src.d * wtot)
+        params = functools.partial(_posteriors, prior=prior, reg_covar=rc, floor=floor, shrinkage=shrinkage)
+
     # ---- initial mixtures, one per restart
     if gmm_init is not None:
         g0 = dataclasses.replace(gmm_init, means=gmm_init.means - center)
@@ -305,7 +399,7 @@ def fit_batches(key: jax.Array, batches: Any, n_components: int, *, covariance_t
             Xs = Xs - center
         if name == "random_from_data":
             resps = _reservoir_inits(keys, Xs, ws, k, name)
-            gs = _params(_stats_of(Xs, resps, ws, k, covariance_type, shrinkage), rc, covariance_type, shrinkage)
+            gs = params(_stats_of(Xs, resps, ws, k, covariance_type, shrinkage))
         else:
             if name == "random":
                 cs = jnp.zeros((R, k, src.d), dt)
@@ -321,7 +415,7 @@ def fit_batches(key: jax.Array, batches: Any, n_components: int, *, covariance_t
                 return rows, center, keys, name == "random", covariance_type, shrinkage
 
             st = run_pass(_init_stats_step, cs, _kahan_zeros(zero_st), init_args)
-            gs = _params(st, rc, covariance_type, shrinkage)
+            gs = params(st)
 
     # ---- EM, one pass per iteration
     fast = _use_features(src.d, k, dt, covariance_type, shrinkage)
@@ -334,9 +428,15 @@ def fit_batches(key: jax.Array, batches: Any, n_components: int, *, covariance_t
                disable=None if progress is None else not progress, file=sys.stderr)
     with bar:
         for it in range(int(max_iter)):
-            ll, st = run_pass(_em_batch_step, state[0], _kahan_zeros((jnp.zeros(R, dt), st0)),
-                              lambda ch: (center, covariance_type, shrinkage, fast))
-            state = _em_update(state, _params(st, rc, covariance_type, shrinkage), st, ll, wtot, tol_)
+            if vb is None:
+                ll, st = run_pass(_em_batch_step, state[0], _kahan_zeros((jnp.zeros(R, dt), st0)),
+                                  lambda ch: (center, covariance_type, shrinkage, fast))
+                state = _em_update(state, params(st), st, ll, wtot, tol_)
+            else:  # the bound is the ELBO of the new posterior, not a mean log-likelihood
+                neg_entropy, st = run_pass(_vb_batch_step, state[0], _kahan_zeros((jnp.zeros(R, dt), st0)),
+                                           lambda ch: (center, shrinkage, fast))
+                new = params(st)
+                state = _em_update(state, new, st, _bounds(new, neg_entropy), jnp.ones((), dt), tol_)
             best = float(jnp.max(state[2])) if callback is not None or not bar.disable else None
             bar.update(1)
             if not bar.disable:
@@ -348,7 +448,10 @@ def fit_batches(key: jax.Array, batches: Any, n_components: int, *, covariance_t
     gs, st_last, lbs, its, hist, _, convs = state
     hist = jnp.where(jnp.arange(hist.shape[1])[None] >= its[:, None], lbs[:, None], hist)
     deficient = jax.vmap(lambda s: _rank_deficient(s, covariance_type))(st_last)
-    return _best_restart(gs, its, lbs, hist, convs, deficient, center, jnp.asarray(True))
+    g, info = _best_restart(gs, its, lbs, hist, convs, deficient, center, jnp.asarray(True))
+    if vb is not None:
+        g = dataclasses.replace(g, mean_prior=g.mean_prior + center)
+    return g, info
 
 
 def _stats_zero(R, k, d, dtype, covariance_type, shrinkage):

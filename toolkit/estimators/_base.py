@@ -7,10 +7,13 @@ attributes, and ``self._gmm``: the fitted pytree as numpy float64) and ``_set``.
 from __future__ import annotations
 
 import numbers
+import time
+import warnings
 
 import jax
 import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -20,8 +23,56 @@ from ..gmm import model as _model
 from ..gmm.model import _call
 
 
+# scikit-learn's init_params -> toolkit.gmm's init names
+_INIT_PARAMS = {"kmeans": "kmeans", "k-means++": "kmeans++", "random": "random",
+                "random_from_data": "random_from_data"}
+
+
 class _Mixture(DensityMixin, BaseEstimator):
     """The shared part of :class:`GaussianMixture` and :class:`BayesianGaussianMixture`."""
+
+    def _check_common_parameters(self, choices=()):
+        """scikit-learn's checks (and messages) of the parameters both mixtures have;
+        ``choices``: more ``(name, allowed values)`` string options."""
+        name = type(self).__name__
+        for attr, minimum in (("n_components", 1), ("n_init", 1), ("max_iter", 0)):
+            v = getattr(self, attr)
+            if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < minimum:
+                raise ValueError(f"The '{attr}' parameter of {name} must be an int in the range [{minimum}, inf). "
+                                 f"Got {v!r} instead.")
+        for attr in ("tol", "reg_covar"):
+            v = getattr(self, attr)
+            if not isinstance(v, numbers.Real) or isinstance(v, bool) or np.isnan(v) or v < 0:
+                raise ValueError(f"The '{attr}' parameter of {name} must be a float in the range [0.0, inf). "
+                                 f"Got {v!r} instead.")
+        for attr, allowed in (("covariance_type", _gmm.COVARIANCE_TYPES), ("init_params", tuple(_INIT_PARAMS)),
+                              *choices):
+            if getattr(self, attr) not in allowed:
+                raise ValueError(f"The '{attr}' parameter of {name} must be a str among {set(allowed)}. "
+                                 f"Got {getattr(self, attr)!r} instead.")
+
+    def _start_fit(self, X):
+        """The checks and validation of ``fit``: ``(X as a float64 JAX array, the fit's
+        key, start time)``."""
+        self._check_parameters()
+        X = self._validate(X, reset=True)
+        n = X.shape[0]
+        if n < self.n_components:
+            raise ValueError(f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
+                             f"n_samples = {n}")
+        rng = check_random_state(self.random_state)
+        with scoped_x64():
+            Xj = jax.device_put(np.asarray(X, np.float64))  # jnp.asarray would compile a copy per shape
+            key = jax.random.key(int(rng.randint(np.iinfo(np.int32).max)))
+        return Xj, key, time.perf_counter()
+
+    def _end_fit(self, g, converged, n_iter, lb, lbs):
+        """scikit-learn's ConvergenceWarning, then the fitted attributes."""
+        if not converged and self.max_iter > 0:
+            warnings.warn("Best performing initialization did not converge. Try different init parameters, "
+                          "or increase max_iter, tol, or check for degenerate data.", ConvergenceWarning)
+        self._set(g)
+        self.converged_, self.n_iter_, self.lower_bound_, self.lower_bounds_ = converged, n_iter, lb, lbs
 
     def _validate(self, X, reset):
         return validate_data(self, X, reset=reset, dtype=[np.float64, np.float32], ensure_min_samples=2 if reset

@@ -1,19 +1,14 @@
 """``BayesianGaussianMixture``: scikit-learn's BayesianGaussianMixture on :func:`toolkit.gmm.fit_bayesian`."""
 from __future__ import annotations
 
-import numbers
 import time
-import warnings
 
 import jax
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import check_random_state
 
 from .. import gmm as _gmm
 from .._checks import scoped_x64
-from ._base import _Mixture
-from .gaussian import _INIT_PARAMS
+from ._base import _INIT_PARAMS, _Mixture
 
 __all__ = ["BayesianGaussianMixture"]
 
@@ -61,35 +56,11 @@ class BayesianGaussianMixture(_Mixture):
         self.shrinkage_target = shrinkage_target
 
     def _check_parameters(self):
-        name = type(self).__name__
-        for attr, minimum in (("n_components", 1), ("n_init", 1), ("max_iter", 0)):
-            v = getattr(self, attr)
-            if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < minimum:
-                raise ValueError(f"The '{attr}' parameter of {name} must be an int in the range [{minimum}, inf). "
-                                 f"Got {v!r} instead.")
-        for attr in ("tol", "reg_covar"):
-            v = getattr(self, attr)
-            if not isinstance(v, numbers.Real) or isinstance(v, bool) or np.isnan(v) or v < 0:
-                raise ValueError(f"The '{attr}' parameter of {name} must be a float in the range [0.0, inf). "
-                                 f"Got {v!r} instead.")
-        for attr, choices in (("covariance_type", _gmm.COVARIANCE_TYPES), ("init_params", tuple(_INIT_PARAMS)),
-                              ("weight_concentration_prior_type", _gmm.PRIOR_TYPES)):
-            if getattr(self, attr) not in choices:
-                raise ValueError(f"The '{attr}' parameter of {name} must be a str among {set(choices)}. "
-                                 f"Got {getattr(self, attr)!r} instead.")
+        self._check_common_parameters((("weight_concentration_prior_type", _gmm.PRIOR_TYPES),))
 
     def _fit(self, X):
-        self._check_parameters()
-        X = self._validate(X, reset=True)
-        n = X.shape[0]
-        if n < self.n_components:
-            raise ValueError(f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
-                             f"n_samples = {n}")
-        rng = check_random_state(self.random_state)
-        t0 = time.perf_counter()
+        Xj, key, t0 = self._start_fit(X)
         with scoped_x64():
-            Xj = jax.device_put(np.asarray(X, np.float64))
-            key = jax.random.key(int(rng.randint(np.iinfo(np.int32).max)))
             warm = self.warm_start and hasattr(self, "converged_")
             kw = dict(weight_concentration_prior_type=self.weight_concentration_prior_type,
                       weight_concentration_prior=self.weight_concentration_prior,
@@ -110,11 +81,7 @@ class BayesianGaussianMixture(_Mixture):
                 lbs = np.asarray(info.history)[:n_iter]
                 if self.verbose:
                     self._print_progress(np.asarray(info.lower_bounds), lbs, converged, time.perf_counter() - t0)
-        if not converged and self.max_iter > 0:
-            warnings.warn("Best performing initialization did not converge. Try different init parameters, "
-                          "or increase max_iter, tol, or check for degenerate data.", ConvergenceWarning)
-        self._set(g)
-        self.converged_, self.n_iter_, self.lower_bound_, self.lower_bounds_ = converged, n_iter, lb, lbs
+        self._end_fit(g, converged, n_iter, lb, lbs)
         return Xj
 
     def _set(self, g):

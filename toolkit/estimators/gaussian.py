@@ -8,27 +8,23 @@ global JAX setting.
 """
 from __future__ import annotations
 
-import numbers
 import time
 import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import check_array, check_random_state
+from sklearn.utils import check_array
 
 from .. import gmm as _gmm
 from .._checks import scoped_x64
 from ..gmm.covariance import COVARIANCE
 from ..gmm.em import _m_step
 from ..gmm.init import _init_resp
-from ._base import _Mixture
+from ._base import _INIT_PARAMS, _Mixture
 
 __all__ = ["GaussianMixture"]
 
-_INIT_PARAMS = {"kmeans": "kmeans", "k-means++": "kmeans++", "random": "random",
-                "random_from_data": "random_from_data"}
 
 
 def _raise_if_ill_defined(g):
@@ -92,26 +88,7 @@ class GaussianMixture(_Mixture):
 
     # ------------------------------------------------------------------ checks
     def _check_parameters(self):
-        def positive_int(name, minimum):
-            v = getattr(self, name)
-            if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < minimum:
-                raise ValueError(f"The '{name}' parameter of GaussianMixture must be an int in the range "
-                                 f"[{minimum}, inf). Got {v!r} instead.")
-
-        positive_int("n_components", 1)
-        positive_int("n_init", 1)
-        positive_int("max_iter", 0)
-        for name in ("tol", "reg_covar"):
-            v = getattr(self, name)
-            if not isinstance(v, numbers.Real) or isinstance(v, bool) or np.isnan(v) or v < 0:
-                raise ValueError(f"The '{name}' parameter of GaussianMixture must be a float in the range "
-                                 f"[0.0, inf). Got {v!r} instead.")
-        if self.covariance_type not in _gmm.COVARIANCE_TYPES:
-            raise ValueError(f"The 'covariance_type' parameter of GaussianMixture must be a str among "
-                             f"{set(_gmm.COVARIANCE_TYPES)}. Got {self.covariance_type!r} instead.")
-        if self.init_params not in _INIT_PARAMS:
-            raise ValueError(f"The 'init_params' parameter of GaussianMixture must be a str among "
-                             f"{set(_INIT_PARAMS)}. Got {self.init_params!r} instead.")
+        self._check_common_parameters()
 
     def _user_init(self, X, key):
         """A warm-start mixture from weights_init / means_init / precisions_init (or None)."""
@@ -159,17 +136,8 @@ class GaussianMixture(_Mixture):
     # ------------------------------------------------------------------ fitting
     def _fit(self, X):
         """Fit on X; returns X as the float64 JAX array the fit used."""
-        self._check_parameters()
-        X = self._validate(X, reset=True)
-        n = X.shape[0]
-        if n < self.n_components:
-            raise ValueError(f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
-                             f"n_samples = {n}")
-        rng = check_random_state(self.random_state)
-        t0 = time.perf_counter()
+        Xj, key, t0 = self._start_fit(X)
         with scoped_x64():
-            Xj = jax.device_put(np.asarray(X, np.float64))  # jnp.asarray would compile a copy per shape
-            key = jax.random.key(int(rng.randint(np.iinfo(np.int32).max)))
             warm = self.warm_start and hasattr(self, "_gmm")
             init = self._mixture() if warm else self._user_init(Xj, jax.random.fold_in(key, 1))
             init_name = _INIT_PARAMS[self.init_params] if init is None else init
@@ -195,11 +163,7 @@ class GaussianMixture(_Mixture):
                                              time.perf_counter() - t0)
         if self.reg_covar == 0:
             _raise_if_ill_defined(g)
-        if not converged and self.max_iter > 0:
-            warnings.warn("Best performing initialization did not converge. Try different init parameters, "
-                          "or increase max_iter, tol, or check for degenerate data.", ConvergenceWarning)
-        self._set(g)
-        self.converged_, self.n_iter_, self.lower_bound_, self.lower_bounds_ = converged, n_iter, lb, lbs
+        self._end_fit(g, converged, n_iter, lb, lbs)
         return Xj
 
     def _set(self, g):

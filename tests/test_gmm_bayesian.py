@@ -63,15 +63,12 @@ def test_superfluous_components_fade(prior_type):
     rng = np.random.default_rng(2)
     centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
     X = np.concatenate([c + rng.normal(size=(200, 2)) for c in centres])
-    bg, info = gmm.fit_bayesian(jax.random.key(0), X, 10, weight_concentration_prior_type=prior_type,
-                                weight_concentration_prior=1e-3 if prior_type == "dirichlet_distribution" else None,
-                                max_iter=500)
+    bg, info = gmm.fit_bayesian(jax.random.key(0), X, 10, weight_concentration_prior_type=prior_type, max_iter=500)
     w = np.sort(np.asarray(bg.weights))[::-1]
     assert bool(info.converged)
     np.testing.assert_allclose(w[:3], 1 / 3, atol=0.02)
     assert np.all(w[3:] < 1e-2), w
-    sk = SkBGM(n_components=10, weight_concentration_prior_type=prior_type, max_iter=500, random_state=0,
-               weight_concentration_prior=1e-3 if prior_type == "dirichlet_distribution" else None).fit(X)
+    sk = SkBGM(n_components=10, weight_concentration_prior_type=prior_type, max_iter=500, random_state=0).fit(X)
     assert np.sum(sk.weights_ > 1e-2) == np.sum(w > 1e-2) == 3
     Xs, labels = gmm.sample(jax.random.key(1), bg, 3000)
     freq = np.bincount(np.asarray(labels), minlength=10) / 3000

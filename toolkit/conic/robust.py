@@ -134,15 +134,11 @@ def _hypotheses(key, points, mask, n, thr, *, kind, trials, scoring):
     rtol = _rtol(points.dtype)
     if kind == "circle":
         theta = _circle_through_3(xs, ys)
-        good = (theta[..., 0] != 0) & jnp.all(jnp.isfinite(theta), axis=-1)
-        d = _circle_distance(theta, x[:, None, :], y[:, None, :])
     elif kind == "any":
         theta = _conic_through_5(xs, ys)
     else:
         theta = _constrained_through_5(xs, ys, kind)
-    if kind != "circle":
-        good = _kind_ok(_classify(theta, rtol), kind) & jnp.all(jnp.isfinite(theta), axis=-1)
-        d = _sampson(theta, x[:, None, :], y[:, None, :])
+    d, good = _screen(theta, x, y, kind, rtol)
     d = d / st.scale[:, None, None]  # data units
     lo, hi = jnp.min(jnp.where(mask[..., None] > 0, points, jnp.inf), axis=1), jnp.max(
         jnp.where(mask[..., None] > 0, points, -jnp.inf), axis=1)
@@ -158,19 +154,24 @@ def _hypotheses(key, points, mask, n, thr, *, kind, trials, scoring):
     d = jnp.take_along_axis(d, pick[..., None], axis=1)
     w = ((jnp.abs(d) < thr) & inside).astype(points.dtype)
     refit = _refit_algebraic(jnp.stack([x, y], axis=-1), w, kind)
-    if kind == "circle":
-        d2 = _circle_distance(refit, x[:, None, :], y[:, None, :])
-        ok2 = refit[..., 0] != 0
-    else:
-        d2 = _sampson(refit, x[:, None, :], y[:, None, :])
-        ok2 = _kind_ok(_classify(refit, rtol), kind)
-    ok2 = ok2 & jnp.all(jnp.isfinite(refit), axis=-1) & (jnp.sum(w, axis=-1) >= m) & jnp.isfinite(score)
+    d2, ok2 = _screen(refit, x, y, kind, rtol)
+    ok2 = ok2 & (jnp.sum(w, axis=-1) >= m) & jnp.isfinite(score)
     score2 = jnp.where(ok2, _score(d2 / st.scale[:, None, None], inside, thr, scoring, extent), -jnp.inf)
     use = score2 > score
     theta = jnp.where(use[..., None], refit, theta)
     best = jnp.argmax(jnp.maximum(score, score2), axis=-1)
     theta = jnp.take_along_axis(theta, best[:, None, None], axis=1)[:, 0]
     return theta, st, jnp.any(good, axis=-1), _spread(st.mom)
+
+
+def _screen(theta, x, y, kind, rtol):
+    """Distances ``(B, T, N)`` (normalised frame) of points ``x, y (B, N)`` to hypotheses
+    ``theta (B, T, 6)`` -- exact for circles, Sampson's for conics -- and ``(B, T)``
+    whether each hypothesis is a finite conic of the requested kind."""
+    finite = jnp.all(jnp.isfinite(theta), axis=-1)
+    if kind == "circle":
+        return _circle_distance(theta, x[:, None, :], y[:, None, :]), finite & (theta[..., 0] != 0)
+    return _sampson(theta, x[:, None, :], y[:, None, :]), finite & _kind_ok(_classify(theta, rtol), kind)
 
 
 def _refit_algebraic(q, w, kind):

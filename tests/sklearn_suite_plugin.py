@@ -35,6 +35,15 @@ def pytest_report_header(config):
                   "BayesianGaussianMixture", NOT_APPLICABLE)
 
 
-@pytest.fixture(autouse=True)
-def _toolkit_marker():
+@pytest.fixture(autouse=True, scope="module")
+def _release_executables():
+    """Drop every compiled executable after each test module, as tests/conftest.py does:
+    XLA's CPU backend maps memory regions per live executable, and two modules' worth of
+    fits in one process reached the kernel's limit (a segfault while writing the cache)."""
     yield
+    import gc
+
+    import jax
+
+    jax.clear_caches()
+    gc.collect()

@@ -11,7 +11,7 @@ import pytest
 from toolkit import conic, gmm, so3
 from toolkit._buckets import FINE_FROM, bucket
 from toolkit._monitor import CompileLog
-from toolkit.estimators import GaussianMixture
+from toolkit.estimators import BayesianGaussianMixture, GaussianMixture
 
 
 def _blobs(n, seed=0):
@@ -64,6 +64,13 @@ def test_repeated_calls_compile_nothing():
         "so3.kabsch": lambda: so3.kabsch(P, Q),
         "so3.fit": lambda: so3.fit(P, Q, loss="huber", scale=0.1),
         "so3.mean": lambda: so3.mean(so3.exp(jnp.asarray(P[:10] * 0.1)), method="geodesic"),
+        "conic.fit(circle)": lambda: conic.fit(pts, kind="circle", method="geometric"),
+        "conic.ransac": lambda: conic.ransac(jax.random.key(0), pts, threshold=0.05, n_trials=50),
+        "conic.covariance": lambda: conic.covariance(fit0.coeffs, pts),
+        "conic.EllipseModel": lambda: conic.EllipseModel.from_estimate(pts).residuals(pts[:7]),
+        "gmm.fit_bayesian": lambda: gmm.fit_bayesian(jax.random.key(0), X, 3, max_iter=20),
+        "BayesianGaussianMixture.fit": lambda: BayesianGaussianMixture(n_components=3, random_state=0,
+                                                                       max_iter=20).fit(X),
     }
     for name, call in calls.items():
         jax.block_until_ready(call())  # may compile

@@ -13,9 +13,14 @@ covariance_type  covariances          precisions_cholesky
 
 Everything runs in Cholesky-of-precision form (triangular solves, log-sum-exp), never
 with explicit inverses or determinants. ``reg_covar`` is added to every variance, and
-``shrinkage`` pulls each covariance toward a scaled identity; if a covariance is still
+``shrinkage`` pulls each covariance toward a target (``shrinkage_target``: a scaled
+identity, or the covariance's own diagonal); if a covariance is still
 numerically singular (``reg_covar=0`` on rank-deficient data) a jitter of 1e-6 times
 its mean variance is added before factorising, so EM never produces NaN.
+
+:func:`fit_bayesian` (and :func:`fit_bayesian_batches`) fit scikit-learn's variational
+Bayesian mixture on the same statistics and loop; its :class:`BayesianGMM` result is
+accepted by the model functions.
 """
 from __future__ import annotations
 

@@ -84,7 +84,7 @@ def test_circles_and_refine_none():
     np.testing.assert_array_equal(np.asarray(raw_in), d < 0.04)
 
 
-def test_deterministic_batched_equals_looped_and_jit():
+def test_deterministic_and_batched_equals_looped():
     rng = np.random.default_rng(3)
     P = np.stack([arc_with_outliers(rng)[0] for _ in range(3)])
     key = jax.random.key(7)
@@ -95,11 +95,19 @@ def test_deterministic_batched_equals_looped_and_jit():
         one = conic.ransac(key, P[i], threshold=0.04, n_trials=100)
         np.testing.assert_allclose(one[0].coeffs, a[0].coeffs[i], atol=1e-8)
         np.testing.assert_array_equal(one[1], a[1][i])
+    c = conic.ransac(jax.random.key(8), P, threshold=0.04, n_trials=100)
+    np.testing.assert_allclose(np.abs(np.sum(np.asarray(c[0].coeffs) * np.asarray(a[0].coeffs), -1)), 1, atol=1e-3)
+
+
+@pytest.mark.slow  # one compilation of the whole pipeline as a single program: ~25 s cold
+def test_under_the_callers_jit():
+    rng = np.random.default_rng(3)
+    P = np.stack([arc_with_outliers(rng)[0] for _ in range(3)])
+    key = jax.random.key(7)
+    a = conic.ransac(key, P, threshold=0.04, n_trials=100)
     jitted = jax.jit(lambda k, p, t: conic.ransac(k, p, threshold=t, n_trials=100))(key, P, 0.04)
     np.testing.assert_allclose(jitted[0].coeffs, a[0].coeffs, atol=1e-8)
     np.testing.assert_array_equal(jitted[1], a[1])
-    c = conic.ransac(jax.random.key(8), P, threshold=0.04, n_trials=100)
-    np.testing.assert_allclose(np.abs(np.sum(np.asarray(c[0].coeffs) * np.asarray(a[0].coeffs), -1)), 1, atol=1e-3)
 
 
 def test_degenerate_sets_and_min_inliers_give_not_ok():

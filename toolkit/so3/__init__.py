@@ -1,4 +1,5 @@
-"""Rotations in 3-D: axis-angle exp/log, Jacobians, Kabsch, robust fitting, averaging.
+"""Rotations in 3-D: axis-angle exp/log, Jacobians, Kabsch, robust fitting, averaging,
+and optimisation on SO(3) with optax (:mod:`toolkit.so3.manifold`).
 
 Conventions: rotation vectors ``v (..., 3)`` (axis times angle, radians), matrices
 ``R (..., 3, 3)``, quaternions ``q (..., 4)`` scalar-first ``wxyz``. Points are
@@ -17,6 +18,7 @@ from __future__ import annotations
 from .averaging import mean
 from .fitting import FitInfo, fit, kabsch
 from .group import apply, compose, distance, inverse, project
+from .manifold import RiemannianState, apply_updates, riemannian, rminus, rplus
 from .jacobians import exp_derivative, left_jacobian, left_jacobian_inv, right_jacobian, right_jacobian_inv
 from .maps import exp, from_quaternion, hat, log, to_quaternion, vee
 
@@ -41,4 +43,9 @@ __all__ = [
     "fit",
     "FitInfo",
     "mean",
+    "rplus",
+    "rminus",
+    "riemannian",
+    "apply_updates",
+    "RiemannianState",
 ]

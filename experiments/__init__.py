@@ -16,6 +16,7 @@ EXPERIMENTS: dict[str, str] = {
     "selftest": "selftest",
     "gmm_large": "gmm_large",
     "gmm_distributed": "gmm_distributed",
+    "so3_optax": "so3_optax",
     "bench_so3": "bench.so3",
     "bench_autodiff": "bench.autodiff",
     "bench_gmm": "bench.gmm",

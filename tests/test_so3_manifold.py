@@ -82,3 +82,20 @@ def test_masks_batches_and_bad_use():
     np.testing.assert_allclose(params["W"], 2.0, atol=1e-6)
     with pytest.raises(ValueError, match="needs params"):
         opt.update(jax.grad(loss)(params), state)
+
+
+def test_so3_optax_experiment_runs(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-m", "experiments", "configs/so3_optax.yaml", "adam_steps=600",
+                          "lm_iterations=3", "plot=false", "--out", str(root / "runs" / "test-so3-optax"), "--quiet"],
+                         cwd=root, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    run_dir = max((root / "runs" / "test-so3-optax" / "so3_optax").iterdir())
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["adam"]["distance_to_kabsch_rad"] < 1e-6 and m["lm"]["distance_to_kabsch_rad"] < 1e-9
+    assert abs(m["adam"]["scale"] - m["lm"]["scale"]) < 1e-6 and m["adam"]["orthonormality_error"] < 1e-12

@@ -190,3 +190,16 @@ def test_streaming_equals_in_memory(covariance_type, prior_type):
         np.testing.assert_allclose(np.asarray(ib.history), np.asarray(ia.history), rtol=1e-10)
         for f in ("means", "covariances", "weight_concentration", "mean_prior", "covariance_prior"):
             np.testing.assert_allclose(np.asarray(getattr(b, f)), np.asarray(getattr(a, f)), rtol=1e-9, atol=1e-11)
+
+
+def test_convergence_floor_is_the_bound_round_off():
+    import jax.numpy as jnp
+
+    from toolkit.gmm.em import _converged
+
+    big32 = jnp.float32(-20000.0)
+    step32 = jnp.nextafter(big32, jnp.float32(0))  # one ulp: 2e-3, above tol below
+    assert bool(_converged(step32, big32, jnp.float32(1e-3)))  # float32 cannot resolve 1e-3 here
+    assert not bool(_converged(step32, big32, jnp.float32(0.0)))  # tol=0: run max_iter
+    assert not bool(_converged(jnp.float64(-20000.0), jnp.float64(-20000.002), jnp.float64(1e-3)))
+    assert bool(_converged(jnp.float64(-20000.0), jnp.float64(-20000.0005), jnp.float64(1e-3)))

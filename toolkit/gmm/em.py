@@ -232,9 +232,18 @@ def m_step(X: ArrayLike, log_resp: ArrayLike, *, covariance_type: str = "full", 
     return _m_step_jit(X, resp, reg_covar, covariance_type, shrinkage)
 
 
+def _converged(new, old, tol):
+    """The bound changed by less than ``tol`` -- or, for ``tol > 0``, by less than its own
+    round-off (16 eps |bound|): float32 cannot resolve 1e-3 on a total ELBO of 1e4, and
+    would otherwise run to max_iter. ``tol = 0`` still means "run max_iter"."""
+    floor = jnp.where(tol > 0, 16 * jnp.finfo(new.dtype).eps * jnp.abs(new), 0.0)
+    return jnp.abs(new - old) < jnp.maximum(tol, floor)
+
+
 def _iterate(step, g0, st0, tol, max_iter, lb0, hist_len):
     """The convergence loop every fit shares (EM and variational Bayes), one while_loop:
-    ``step(g) -> (bound, stats, new g)``, until the bound changes by < tol or
+    ``step(g) -> (bound, stats, new g)``, until the bound changes by < tol (see
+    :func:`_converged`) or
     ``max_iter`` steps. ``lb0``: the bound the first step is compared with (-inf, or a
     continued fit's); ``max_iter`` may be traced when the history's static length
     ``hist_len >= max_iter``; entries past the last step repeat its bound.
@@ -243,12 +252,12 @@ def _iterate(step, g0, st0, tol, max_iter, lb0, hist_len):
 
     def cond(s):
         _, it, lb, prev, _, _, _ = s
-        return (it < max_iter) & ~(jnp.abs(lb - prev) < tol)
+        return (it < max_iter) & ~_converged(lb, prev, tol)
 
     def body(s):
         g, it, lb, _, hist, _, _ = s
         new_lb, st, g = step(g)
-        return g, it + 1, new_lb, lb, hist.at[it].set(new_lb), jnp.abs(new_lb - lb) < tol, st
+        return g, it + 1, new_lb, lb, hist.at[it].set(new_lb), _converged(new_lb, lb, tol), st
 
     s0 = (g0, jnp.asarray(0), jnp.asarray(lb0, dt), jnp.asarray(jnp.inf, dt),
           jnp.full((hist_len,), jnp.nan, dt), jnp.asarray(False), st0)

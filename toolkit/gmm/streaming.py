@@ -17,7 +17,7 @@ from .._checks import check_positive_int, result_dtype
 from .covariance import (COVARIANCE, _Stats, _needs_diagonal_fourth_moment, _needs_fourth_moment,
                          _params_from_stats, _rank_deficient)
 from .bayesian import _bayesian_options, _lower_bound, _posterior, _prior_model, _vb_e_stats
-from .em import _e_stats, _features, _stats_from_resp, _use_features
+from .em import _converged, _e_stats, _features, _stats_from_resp, _use_features
 from .fitting import _best_restart
 from .init import _assign, _init_resp, _kmeans_pp, _lloyd_centers, _lloyd_iters, _lloyd_sums, _lloyd_update, _row_uniform
 from .options import _check_fit_options
@@ -206,7 +206,7 @@ def _em_update(state, new_gs, st, ll, wtot, tol):
         return jax.tree_util.tree_map(
             lambda x, y: jnp.where(active.reshape(active.shape + (1,) * (x.ndim - 1)), y, x), a, b)
 
-    now = jnp.abs(new_lb - lb) < tol
+    now = _converged(new_lb, lb, tol)
     hist = jnp.where(active[:, None] & (jnp.arange(hist.shape[1])[None] == it[:, None]), new_lb[:, None], hist)
     return (sel(gs, new_gs), sel(st_last, st), jnp.where(active, new_lb, lb), it + active, hist,
             active & ~now & (it + 1 < hist.shape[1]), jnp.where(active, now, conv))

@@ -7,9 +7,11 @@ ellipse or hyperbola the direct constrained fit to the 5 points (the same conic 
 it has the kind; otherwise still the best one of the kind, where the interpolating
 conic would be discarded: on noisy arcs that doubles the usable samples); the circle
 through 3 points by cofactors -- and scores every hypothesis against every point of its set
-(Sampson distances for conics, exact ones for circles). The best hypothesis's inliers
-are then refitted with :func:`~toolkit.conic.fit` (``refine``), twice: the inliers of
-the first refit are those of the returned model.
+(Sampson distances for conics, exact ones for circles). The 16 best of each set are
+refitted algebraically to their own inliers and scored again (Chum et al.'s LO-RANSAC:
+a hypothesis from 5 noisy points of an arc is biased). The winner's inliers are then
+refitted with :func:`~toolkit.conic.fit` (``refine``), twice: the inliers of the second
+refit's conic are the ones returned.
 """
 from __future__ import annotations
 

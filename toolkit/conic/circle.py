@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from .kinds import _unit
 from .linalg3 import _adj3, _det3
 from .methods import _spread
 from .moments import _MOM_INDEX, _scatter
@@ -106,14 +107,27 @@ def _circle_from_moments(mom, method):
 _NEWTON_STEPS = 12
 
 
+def _circle_params(theta):
+    """Centre and radius ``(cx, cy, r) (..., 3)`` of circles ``theta (..., 6)``, and
+    ``(...)`` whether each is a real circle (``A != 0``, ``r^2 > 0``; else r = 0)."""
+    A = theta[..., 0]
+    As = jnp.where(A != 0, A, 1.0)
+    cx, cy = -0.5 * theta[..., 3] / As, -0.5 * theta[..., 4] / As
+    r2 = cx * cx + cy * cy - theta[..., 5] / As
+    return jnp.stack([cx, cy, jnp.sqrt(jnp.where(r2 > 0, r2, 0.0))], axis=-1), (A != 0) & (r2 > 0)
+
+
+def _circle_coeffs(p):
+    """Unit-norm conic coefficients ``(..., 6)`` of circles ``(cx, cy, r) (..., 3)``."""
+    cx, cy, r = p[..., 0], p[..., 1], p[..., 2]
+    one = jnp.ones_like(cx)
+    return _unit(jnp.stack([one, jnp.zeros_like(cx), one, -2 * cx, -2 * cy, cx * cx + cy * cy - r * r], axis=-1))
+
+
 def _circle_distance(theta, x, y):
     """Exact signed distances of points ``(..., N)`` to circles ``theta (..., 6)``."""
-    A = theta[..., 0:1]
-    As = jnp.where(A != 0, A, 1.0)
-    cx, cy = -0.5 * theta[..., 3:4] / As, -0.5 * theta[..., 4:5] / As
-    r2 = cx * cx + cy * cy - theta[..., 5:6] / As
-    r = jnp.sqrt(jnp.where(r2 > 0, r2, 0.0))
-    return jnp.sqrt((x - cx) ** 2 + (y - cy) ** 2) - r
+    p = _circle_params(theta)[0][..., None, :]
+    return jnp.sqrt((x - p[..., 0]) ** 2 + (y - p[..., 1]) ** 2) - p[..., 2]
 
 
 def _circle_geometric(theta0, x, y, w, max_iter, tol):
@@ -125,12 +139,8 @@ def _circle_geometric(theta0, x, y, w, max_iter, tol):
     closed-form, so this is plain LM with an analytic Jacobian.
     """
     dt = x.dtype
-    A, D, E, F = theta0[:, 0], theta0[:, 3], theta0[:, 4], theta0[:, 5]
-    As = jnp.where(A != 0, A, 1.0)
-    cx, cy = -0.5 * D / As, -0.5 * E / As
-    r2 = cx * cx + cy * cy - F / As
-    p0 = jnp.stack([cx, cy, jnp.sqrt(jnp.where(r2 > 0, r2, 0.0))], axis=-1)
-    start_ok = (A != 0) & (r2 > 0) & jnp.all(jnp.isfinite(theta0), axis=-1)
+    p0, real = _circle_params(theta0)
+    start_ok = real & jnp.all(jnp.isfinite(theta0), axis=-1)
     tiny, eps = jnp.finfo(dt).tiny, jnp.finfo(dt).eps
 
     def residuals(p):
@@ -168,7 +178,4 @@ def _circle_geometric(theta0, x, y, w, max_iter, tol):
     cost0 = cost_of(p0)
     state = (p0, cost0, jnp.full(cost0.shape, 1e-3, dt), jnp.asarray(0), ~start_ok | (cost0 == 0))
     p = lax.while_loop(lambda s: (s[3] < max_iter) & ~jnp.all(s[4]), body, state)[0]
-    cx, cy, r = p[:, 0], p[:, 1], p[:, 2]
-    a = jnp.stack([jnp.ones_like(cx), -2 * cx, -2 * cy, cx * cx + cy * cy - r * r], axis=-1)
-    theta = _to_conic(a / jnp.linalg.norm(a, axis=-1, keepdims=True))
-    return jnp.where(start_ok[:, None], theta, theta0)
+    return jnp.where(start_ok[:, None], _circle_coeffs(p), theta0)

@@ -28,9 +28,10 @@ from jax.typing import ArrayLike
 from .._buckets import pad_to, padded_size
 from .._checks import as_float_array, check_choice, check_trailing, result_dtype
 from .._xla import tuned_jit as _jit
+from .circle import _circle_coeffs, _circle_params
 from .curves import _denorm_matrix_inv
 from .distance import _foot, _frame
-from .kinds import _FIT_KINDS, _MIN_CIRCLE_POINTS, _MIN_POINTS, _rtol, _unit
+from .kinds import _FIT_KINDS, _MIN_CIRCLE_POINTS, _MIN_POINTS, _rtol
 from .moments import _denormalise, _design, _normalised, _stats
 
 
@@ -72,21 +73,6 @@ def _conic_cov(theta, x, y, w, rtol):
     return 0.5 * (V + jnp.swapaxes(V, -1, -2)), d
 
 
-def _circle_params(theta):
-    A = theta[..., 0]
-    As = jnp.where(A != 0, A, 1.0)
-    cx, cy = -0.5 * theta[..., 3] / As, -0.5 * theta[..., 4] / As
-    r2 = cx * cx + cy * cy - theta[..., 5] / As
-    return jnp.stack([cx, cy, jnp.sqrt(jnp.where(r2 > 0, r2, 0.0))], axis=-1)
-
-
-def _circle_theta(p):
-    cx, cy, r = p[..., 0], p[..., 1], p[..., 2]
-    a = jnp.stack([jnp.ones_like(cx), jnp.zeros_like(cx), jnp.ones_like(cx), -2 * cx, -2 * cy,
-                   cx * cx + cy * cy - r * r], axis=-1)
-    return _unit(a)
-
-
 @_jit(static_argnames="kind")
 def _covariance(coeffs, pts, mask, sigma, *, kind):
     """coeffs ``(B, 6)``, pts ``(B, N, 2)``, mask ``(B, N)``, sigma ``(B,)`` (NaN: estimate)."""
@@ -98,7 +84,7 @@ def _covariance(coeffs, pts, mask, sigma, *, kind):
     theta_n = _denorm_matrix_inv(st.mean, s, coeffs)
     n = jnp.sum(mask, axis=-1)
     if kind == "circle":
-        p = _circle_params(theta_n)
+        p = _circle_params(theta_n)[0]
         dx, dy = x - p[:, 0:1], y - p[:, 1:2]
         rho = jnp.sqrt(dx * dx + dy * dy)
         d = rho - p[:, 2:3]
@@ -106,7 +92,7 @@ def _covariance(coeffs, pts, mask, sigma, *, kind):
         J = jnp.stack([-dx * inv, -dy * inv, -jnp.ones_like(d)], axis=-1)
         Vp = jnp.linalg.inv(jnp.einsum("bni,bnj->bij", J * w[..., None], J))  # per unit sigma_n^2
         dof = n - 3
-        G = jax.vmap(jax.jacfwd(_circle_theta))(p)  # (B, 6, 3), normalised-frame coefficients
+        G = jax.vmap(jax.jacfwd(_circle_coeffs))(p)  # (B, 6, 3), normalised-frame coefficients
         Vn = G @ Vp @ jnp.swapaxes(G, -1, -2)
         center = Vp[:, :2, :2]
         axes = jnp.broadcast_to(Vp[:, 2:3, 2:3], Vp.shape[:1] + (2, 2))

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from .maps import _exp, _log, _mat, _vec
+from .maps import _exp, _log, _mat, _vec, vee
 
 
 def rplus(R: ArrayLike, delta: ArrayLike) -> jax.Array:
@@ -65,7 +65,7 @@ def _orthonormal(R):
 def _tangent_gradient(R, G):
     """``vee(M - M^T)``, ``M = R^T G``: the gradient with respect to right perturbations."""
     M = jnp.swapaxes(R, -1, -2) @ G
-    return jnp.stack([M[..., 2, 1] - M[..., 1, 2], M[..., 0, 2] - M[..., 2, 0], M[..., 1, 0] - M[..., 0, 1]], -1)
+    return 2.0 * vee(M)  # vee(M) = vee(M - M^T) / 2
 
 
 def _default_is_rotation(leaf) -> bool:
@@ -79,6 +79,12 @@ def _mask(params, is_rotation):
     if callable(is_rotation):
         return jax.tree_util.tree_map(lambda leaf: bool(is_rotation(leaf)), params)
     return is_rotation
+
+
+def _tangent_params(params, mask):
+    """``params`` with rotation leaves as zero tangent vectors ``(..., 3)``: the shapes
+    the wrapped optimiser sees."""
+    return jax.tree_util.tree_map(lambda p, m: jnp.zeros(p.shape[:-2] + (3,), p.dtype) if m else p, params, mask)
 
 
 def _to_tangent(tree, params, mask):
@@ -122,18 +128,14 @@ def riemannian(optimizer: Any, *, is_rotation: Callable | Any | None = None) -> 
     import optax
 
     def init(params):
-        mask = _mask(params, is_rotation)
-        tangent = jax.tree_util.tree_map(lambda p, m: jnp.zeros(p.shape[:-2] + (3,), p.dtype) if m else p,
-                                         params, mask)
-        return RiemannianState(optimizer.init(tangent))
+        return RiemannianState(optimizer.init(_tangent_params(params, _mask(params, is_rotation))))
 
     def update(grads, state, params=None):
         if params is None:
             raise ValueError("so3.riemannian: update needs params (the rotations the gradients are taken at)")
         mask = _mask(params, is_rotation)
-        tangent_params = jax.tree_util.tree_map(lambda p, m: jnp.zeros(p.shape[:-2] + (3,), p.dtype) if m else p,
-                                                params, mask)
-        updates, inner = optimizer.update(_to_tangent(grads, params, mask), state.inner, tangent_params)
+        updates, inner = optimizer.update(_to_tangent(grads, params, mask), state.inner,
+                                          _tangent_params(params, mask))
         return updates, RiemannianState(inner)
 
     return optax.GradientTransformation(init, update)

@@ -21,6 +21,8 @@ from .group import apply, compose, distance, inverse, project
 from .manifold import RiemannianState, apply_updates, riemannian, rminus, rplus
 from .jacobians import exp_derivative, left_jacobian, left_jacobian_inv, right_jacobian, right_jacobian_inv
 from .maps import exp, from_quaternion, hat, log, to_quaternion, vee
+from .rotation import Rotation
+from .slerp import Slerp
 
 __all__ = [
     "hat",
@@ -48,4 +50,6 @@ __all__ = [
     "riemannian",
     "apply_updates",
     "RiemannianState",
+    "Rotation",
+    "Slerp",
 ]

@@ -262,11 +262,15 @@ def from_quaternion(q: ArrayLike) -> jax.Array:
 def _from_quaternion(q):
     q = q / jnp.linalg.norm(q, axis=-1, keepdims=True)
     w, x, y, z = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
+    # The homogeneous diagonal (w^2 + x^2 - y^2 - z^2, not 1 - 2(y^2 + z^2)) from squares
+    # rounded once each (the barrier keeps XLA from fusing them into FMAs): exact zeros
+    # where components are equal in size, as in a quarter turn, whose q has |w| = |z|.
+    ww, xx, yy, zz = lax.optimization_barrier((w * w, x * x, y * y, z * z))
     return jnp.stack(
         [
-            jnp.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
-            jnp.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
-            jnp.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
+            jnp.stack([(ww - yy) + (xx - zz), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+            jnp.stack([2 * (x * y + w * z), (ww - xx) + (yy - zz), 2 * (y * z - w * x)], -1),
+            jnp.stack([2 * (x * z - w * y), 2 * (y * z + w * x), (ww - xx) + (zz - yy)], -1),
         ],
         -2,
     )

@@ -33,6 +33,13 @@ def _pair(n, seed=0):
     return P, P @ R.T + 0.01 * rng.normal(size=(n, 3))
 
 
+def _rotation_round_trip(P):
+    r = so3.Rotation.from_euler("xyz", P[:8])
+    return [r.as_quat(canonical=True), r.as_rotvec(), r.as_mrp(), (r * r.inv()).magnitude(), r.apply(P[:8]),
+            r.mean().as_matrix(), (r ** 0.5).as_euler("ZXZ"), so3.Rotation.from_matrix(r.as_matrix()).as_quat(),
+            so3.Rotation.align_vectors(P[:5], P[3:8])[1]]
+
+
 def test_buckets_are_few_and_tight():
     sizes = range(1, 100_000, 37)
     assert all(bucket(n) >= n for n in sizes)
@@ -71,6 +78,8 @@ def test_repeated_calls_compile_nothing():
         "gmm.fit_bayesian": lambda: gmm.fit_bayesian(jax.random.key(0), X, 3, max_iter=20),
         "BayesianGaussianMixture.fit": lambda: BayesianGaussianMixture(n_components=3, random_state=0,
                                                                        max_iter=20).fit(X),
+        "so3.Rotation": lambda: _rotation_round_trip(P),
+        "so3.Slerp": lambda: so3.Slerp([0, 1, 2], so3.Rotation.from_rotvec(P[:3] * 0.1))(np.linspace(0, 2, 5)),
     }
     for name, call in calls.items():
         jax.block_until_ready(call())  # may compile

@@ -375,3 +375,21 @@ def test_log_reverse_mode_gradient_is_finite_and_matches_forward_at_singular_poi
     rev, fwd = np.asarray(jax.grad(f)(R)), np.asarray(jax.jacfwd(f)(R))
     assert np.all(np.isfinite(rev))
     np.testing.assert_allclose(rev, fwd, atol=1e-5 if dtype == jnp.float32 else 1e-12)
+
+
+def test_projection_gradient_holds_at_repeated_singular_values():
+    """The sum of two rotations has two equal singular values, where the SVD's own
+    derivative breaks; so3.project / so3.mean differentiate through the polar factor's."""
+    R1, R2 = so3.exp(jnp.array([0.1, 0.2, 0.3])), so3.exp(jnp.array([0.3, -0.2, 0.1]))
+    W = jnp.arange(9.0).reshape(3, 3)
+    for M in [R1 + R2, jnp.eye(3), jnp.diag(jnp.array([1.0, 2.0, -3.0]))]:
+        f = lambda M: jnp.sum(so3.project(M) * W)  # noqa: E731
+        g = jax.grad(f)(M)
+        h = 1e-6
+        fd = jnp.stack([(f(M + h * e.reshape(3, 3)) - f(M - h * e.reshape(3, 3))) / (2 * h)
+                        for e in jnp.eye(9)]).reshape(3, 3)
+        np.testing.assert_allclose(g, fd, atol=1e-7)
+    f = lambda v: jnp.sum(so3.mean(so3.exp(jnp.stack([v, jnp.array([0.3, -0.2, 0.1])]))) * W)  # noqa: E731
+    v = jnp.array([0.1, 0.2, 0.3])
+    fd = jnp.stack([(f(v + 1e-6 * e) - f(v - 1e-6 * e)) / 2e-6 for e in jnp.eye(3)])
+    np.testing.assert_allclose(jax.grad(f)(v), fd, atol=1e-7)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 
 import jax.numpy as jnp
+import numpy as np
 
 from .quaternions import _from_rotvec, _identity, _qmul
 
@@ -40,7 +41,7 @@ def parse_sequence(seq, *, exactly_three: bool):
         raise ValueError(f"Expected axes from `seq` to be from ['x', 'y', 'z'] or ['X', 'Y', 'Z'], got {seq}")
     if any(a == b for a, b in zip(seq, seq[1:])):
         raise ValueError(f"Expected consecutive axes to be different, got {seq}")
-    return tuple("xyz".index(c) for c in seq.lower()), extrinsic
+    return np.array(["xyz".index(c) for c in seq.lower()], np.int32), extrinsic
 
 
 def parse_order(order):
@@ -54,20 +55,21 @@ def parse_order(order):
 
 
 def _elementary(axis, angle):
-    """Quaternion of a rotation by ``angle (...)`` about basis axis ``axis`` (0, 1, 2)."""
+    """Quaternion of a rotation by ``angle (...)`` about basis axis ``axis`` (0, 1, 2; traced)."""
     half = 0.5 * angle
-    q = jnp.zeros(angle.shape + (4,), angle.dtype).at[..., 3].set(jnp.cos(half))
-    return q.at[..., axis].set(jnp.sin(half))
+    unit = jnp.arange(3) == axis
+    return jnp.concatenate([jnp.where(unit, jnp.sin(half)[..., None], 0.0), jnp.cos(half)[..., None]], -1)
 
 
 def from_euler(angles, axes, extrinsic):
-    """Quaternions of angles ``(..., len(axes))`` (radians) about basis ``axes``.
+    """Quaternions of angles ``(..., n)`` (radians) about basis ``axes (n,)`` (ints, traced:
+    one executable serves every sequence of a length and kind).
 
     Extrinsic: later rotations act on the left (about the fixed frame); intrinsic: on the right.
     """
     q = _elementary(axes[0], angles[..., 0])
-    for n, axis in enumerate(axes[1:], start=1):
-        e = _elementary(axis, angles[..., n])
+    for n in range(1, angles.shape[-1]):
+        e = _elementary(axes[n], angles[..., n])
         q = _qmul(e, q) if extrinsic else _qmul(q, e)
     return q
 
@@ -110,19 +112,22 @@ def _angles(a, b, c, d, *, extrinsic, sign, lamb):
 
 
 def as_euler(q, axes, extrinsic):
-    """Angles ``(..., 3)`` of a 3-axis sequence, and the gimbal-lock mask ``(...)``."""
-    i, j, k = axes if extrinsic else axes[::-1]
+    """Angles ``(..., 3)`` of the sequence ``axes (3,)`` (ints, traced), and the gimbal-lock
+    mask ``(...)``."""
+    i, j, k = (axes[0], axes[1], axes[2]) if extrinsic else (axes[2], axes[1], axes[0])
     symmetric = i == k
-    if symmetric:
-        k = 3 - i - j  # the axis not in the sequence
-    sign = (i - j) * (j - k) * (k - i) // 2  # parity of (i, j, k): +1 or -1
-    w, qi, qj, qk = q[..., 3], q[..., i], q[..., j], q[..., k]
-    if symmetric:
-        a, b, c, d = w, qi, qj, sign * qk
-        return _angles(a, b, c, d, extrinsic=extrinsic, sign=1, lamb=0.0)
-    # A rotation by pi/2 about axis j makes the sequence symmetric; folded in exactly.
-    a, b, c, d = w - qj, qi + sign * qk, qj + w, sign * qk - qi
-    return _angles(a, b, c, d, extrinsic=extrinsic, sign=sign, lamb=jnp.pi / 2)
+    k = jnp.where(symmetric, 3 - i - j, k)  # symmetric: the axis not in the sequence
+    sign = ((i - j) * (j - k) * (k - i) // 2).astype(q.dtype)  # parity of (i, j, k): +1 or -1
+    take = lambda n: jnp.take(q, n, axis=-1)  # noqa: E731
+    w, qi, qj, qk = q[..., 3], take(i), take(j), take(k)
+    # Symmetric (i j i): directly. Otherwise a rotation by pi/2 about axis j makes the
+    # sequence symmetric; it is folded into the combinations exactly.
+    a = jnp.where(symmetric, w, w - qj)
+    b = jnp.where(symmetric, qi, qi + sign * qk)
+    c = jnp.where(symmetric, qj, qj + w)
+    d = jnp.where(symmetric, sign * qk, sign * qk - qi)
+    return _angles(a, b, c, d, extrinsic=extrinsic, sign=jnp.where(symmetric, 1.0, sign).astype(q.dtype),
+                   lamb=jnp.where(symmetric, 0.0, jnp.pi / 2).astype(q.dtype))
 
 
 def as_davenport(q, axes, extrinsic):

@@ -76,14 +76,42 @@ def _safe_norm(v):
     return jnp.where(pos, jnp.sqrt(jnp.where(pos, n2, 1.0)), 0.0)
 
 
+def _polar_parts(M):
+    """``(R, V, sd)``: the nearest proper rotation ``R = U D V^T`` to M, with ``D =
+    diag(1, 1, det(U V^T))``, its right singular vectors V and the signed singular values
+    ``sd = D s`` (so ``M = R V diag(sd) V^T``)."""
+    U, s, Vt = jnp.linalg.svd(M)
+    d = jnp.where(jnp.linalg.det(U @ Vt) < 0, -1.0, 1.0).astype(M.dtype)
+    flip = jnp.stack([jnp.ones_like(d), jnp.ones_like(d), d], -1)
+    return (U * flip[..., None, :]) @ Vt, jnp.swapaxes(Vt, -1, -2), s * flip
+
+
+@jax.custom_jvp
+def _polar_rotation(M):
+    return _polar_parts(M)[0]
+
+
+@_polar_rotation.defjvp
+def _polar_rotation_jvp(primals, tangents):
+    """``dR = R Omega`` with Omega skew, from ``Omega P + P Omega = R^T dM - dM^T R``
+    (``P = V diag(sd) V^T``, the symmetric factor of ``M = R P``), solved in the basis V:
+    ``Omega~_ij = A~_ij / (sd_i + sd_j)``. Unlike the SVD's own derivative, which divides
+    by ``s_i^2 - s_j^2``, this stays finite and exact when singular values repeat, as
+    they do for a mean of two rotations, or for Kabsch on symmetric point sets."""
+    (M,), (dM,) = primals, tangents
+    R, V, sd = _polar_parts(M)
+    K = jnp.swapaxes(R, -1, -2) @ dM
+    A = jnp.swapaxes(V, -1, -2) @ (K - jnp.swapaxes(K, -1, -2)) @ V
+    den = sd[..., :, None] + sd[..., None, :]
+    Om = jnp.where(den != 0, A / jnp.where(den != 0, den, 1.0), 0.0)
+    return R, R @ (V @ Om @ jnp.swapaxes(V, -1, -2))
+
+
 @jax.jit
 def _svd_rotation(M):
-    """Nearest proper rotation to M in Frobenius norm: U diag(1, 1, det(U V^T)) V^T."""
-    U, _, Vt = jnp.linalg.svd(M)
-    d = jnp.sign(jnp.linalg.det(U @ Vt))
-    d = jnp.where(d == 0, 1.0, d)
-    U = U.at[..., :, 2].multiply(d[..., None])
-    return U @ Vt
+    """Nearest proper rotation to M in Frobenius norm: U diag(1, 1, det(U V^T)) V^T, with
+    a derivative that holds at repeated singular values (:func:`_polar_rotation`)."""
+    return _polar_rotation(M)
 
 
 def project(M: ArrayLike) -> jax.Array:

@@ -25,6 +25,8 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from .maps import _exp, _log, _mat, _vec, vee
+from .quaternions import _conj, _from_rotvec, _normalize, _qmul
+from .rotation import Rotation
 
 
 def rplus(R: ArrayLike, delta: ArrayLike) -> jax.Array:
@@ -68,8 +70,24 @@ def _tangent_gradient(R, G):
     return 2.0 * vee(M)  # vee(M) = vee(M - M^T) / 2
 
 
+def _quaternion_tangent_gradient(q, g):
+    """The same for a unit quaternion q (scalar-last) with Euclidean gradient g: the right
+    perturbation ``q (delta/2, 1)`` moves q by ``q (delta/2, 0)``, so the tangent gradient
+    is ``vec(conj(q) g) / 2``."""
+    return 0.5 * _qmul(_conj(q), g)[..., :3]
+
+
 def _default_is_rotation(leaf) -> bool:
-    return hasattr(leaf, "shape") and tuple(leaf.shape[-2:]) == (3, 3)
+    return isinstance(leaf, Rotation) or (hasattr(leaf, "shape") and tuple(leaf.shape[-2:]) == (3, 3))
+
+
+def _is_rotation_node(x) -> bool:
+    """``Rotation`` objects are leaves here (their quaternions are not updated as arrays)."""
+    return isinstance(x, Rotation)
+
+
+def _tree_map(fn, tree, *rest):
+    return jax.tree_util.tree_map(fn, tree, *rest, is_leaf=_is_rotation_node)
 
 
 def _mask(params, is_rotation):
@@ -77,19 +95,33 @@ def _mask(params, is_rotation):
     if is_rotation is None:
         is_rotation = _default_is_rotation
     if callable(is_rotation):
-        return jax.tree_util.tree_map(lambda leaf: bool(is_rotation(leaf)), params)
+        return _tree_map(lambda leaf: bool(is_rotation(leaf)), params)
     return is_rotation
 
 
 def _tangent_params(params, mask):
     """``params`` with rotation leaves as zero tangent vectors ``(..., 3)``: the shapes
     the wrapped optimiser sees."""
-    return jax.tree_util.tree_map(lambda p, m: jnp.zeros(p.shape[:-2] + (3,), p.dtype) if m else p, params, mask)
+    def one(p, m):
+        if not m:
+            return p
+        if isinstance(p, Rotation):
+            return jnp.zeros(p.shape + (3,), p._quat.dtype)
+        return jnp.zeros(p.shape[:-2] + (3,), p.dtype)
+
+    return _tree_map(one, params, mask)
 
 
 def _to_tangent(tree, params, mask):
     """Rotation leaves of ``tree`` (shaped as the matrices) to tangent vectors ``(..., 3)``."""
-    return jax.tree_util.tree_map(lambda g, p, m: _tangent_gradient(p, g) if m else g, tree, params, mask)
+    def one(g, p, m):
+        if not m:
+            return g
+        if isinstance(p, Rotation):
+            return _quaternion_tangent_gradient(jnp.asarray(p._quat), jnp.asarray(g._quat))
+        return _tangent_gradient(p, g)
+
+    return _tree_map(one, tree, params, mask)
 
 
 class RiemannianState(NamedTuple):
@@ -152,9 +184,12 @@ def apply_updates(params: Any, updates: Any) -> Any:
     def one(p, u):
         if u is None:
             return p
+        if isinstance(p, Rotation):
+            q = jnp.asarray(p._quat)
+            return Rotation._wrap(_normalize(_qmul(q, _from_rotvec(jnp.asarray(u, q.dtype)))))
         if getattr(p, "shape", ())[-2:] == (3, 3) and getattr(u, "shape", ())[-1:] == (3,) \
                 and p.shape[:-2] == u.shape[:-1]:
             return _rplus(p, jnp.asarray(u, p.dtype))
         return jnp.asarray(p + u).astype(jnp.result_type(p))
 
-    return jax.tree_util.tree_map(one, params, updates, is_leaf=lambda x: x is None)
+    return jax.tree_util.tree_map(one, params, updates, is_leaf=lambda x: x is None or _is_rotation_node(x))

@@ -100,7 +100,11 @@ def _from_matrix(R, assume_valid):
         gram = R @ jnp.swapaxes(R, -1, -2)
         eye = jnp.eye(3, dtype=R.dtype)
         ortho = jnp.all(jnp.abs(gram - eye) <= 1e-12 + 1e-5 * eye, axis=(-2, -1))
-        R = jnp.where(ortho[..., None, None], R, _svd_rotation(R))
+        # Safe where: the SVD's derivative is singular at an orthogonal matrix (all
+        # singular values 1), so where it is not used it sees a well-separated stand-in.
+        stand_in = jnp.diag(jnp.array([1.0, 2.0, 3.0], R.dtype))
+        projected = _svd_rotation(jnp.where(ortho[..., None, None], stand_in, R))
+        R = jnp.where(ortho[..., None, None], R, projected)
     return _from_orthogonal(R)
 
 

@@ -36,8 +36,8 @@ _k_magnitude = jax.jit(Q._magnitude)
 _k_power = jax.jit(Q._power)
 _k_apply = jax.jit(Q._apply, static_argnames="inverse")
 _k_approx_equal = jax.jit(Q._approx_equal)
-_k_from_euler = jax.jit(E.from_euler, static_argnames=("axes", "extrinsic"))
-_k_as_euler = jax.jit(E.as_euler, static_argnames=("axes", "extrinsic"))
+_k_from_euler = jax.jit(E.from_euler, static_argnames="extrinsic")
+_k_as_euler = jax.jit(E.as_euler, static_argnames="extrinsic")
 _k_from_davenport = jax.jit(E.from_davenport, static_argnames="extrinsic")
 _k_as_davenport = jax.jit(E.as_davenport, static_argnames="extrinsic")
 
@@ -217,7 +217,7 @@ class Rotation:
                              f"got {a.shape[-1]}.")
         if degrees:
             a = a * _DEG
-        return Rotation._wrap(run(is_host(a), _k_from_euler, a, axes=axes, extrinsic=extrinsic))
+        return Rotation._wrap(run(is_host(a), _k_from_euler, a, axes, extrinsic=extrinsic))
 
     @staticmethod
     def from_davenport(axes: Any, order: str, angles: Any, degrees: bool = False) -> "Rotation":
@@ -329,7 +329,7 @@ class Rotation:
         ``suppress_warnings`` (no warning under ``jit``).
         """
         axes, extrinsic = E.parse_sequence(seq, exactly_three=True)
-        angles, locked = self._run(_k_as_euler, self._quat, axes=axes, extrinsic=extrinsic)
+        angles, locked = self._run(_k_as_euler, self._quat, axes, extrinsic=extrinsic)
         _warn_gimbal(locked, suppress_warnings)
         return angles / _DEG if degrees else angles
 

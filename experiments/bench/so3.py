@@ -100,7 +100,52 @@ def run(p: Params, ctx) -> dict:
         out["precision"][dt] = prec
         out["precision"][f"{dt}_worst_ours"] = max(r["ours"] for r in prec.values())
     out["fit"] = _bench_fit(p, rng, ctx)
+    out["rotation"] = _bench_rotation(p, rng, ctx)
     return out
+
+
+def _bench_rotation(p: Params, rng, ctx) -> dict:
+    """so3.Rotation / Slerp against scipy's on the same 1e6 inputs (float64): JAX arrays
+    in (the jitted path), and numpy in, numpy out (scipy's own contract, eager)."""
+    import jax.numpy as jnp
+    from scipy.spatial.transform import Rotation as SR
+    from scipy.spatial.transform import Slerp as SSlerp
+
+    from toolkit.so3 import Rotation, Slerp
+
+    n = p.n
+    angles = rng.uniform(-np.pi, np.pi, size=(n, 3))
+    quats = rng.normal(size=(n, 4))
+    keys = rng.normal(size=(101, 4))
+    key_times = np.linspace(0.0, 100.0, 101)
+    times = np.sort(rng.uniform(0.0, 100.0, size=n))
+    slerp_jax = Slerp(jnp.asarray(key_times), Rotation.from_quat(jnp.asarray(keys)))
+    slerp_np, slerp_sp = Slerp(key_times, Rotation.from_quat(keys)), SSlerp(key_times, SR.from_quat(keys))
+    cases = {
+        "from_euler_as_quat": (jax.jit(lambda a: Rotation.from_euler("xyz", a).as_quat()),
+                               lambda a: Rotation.from_euler("xyz", a).as_quat(),
+                               lambda a: SR.from_euler("xyz", a).as_quat(), angles),
+        "from_quat_as_rotvec": (jax.jit(lambda q: Rotation.from_quat(q).as_rotvec()),
+                                lambda q: Rotation.from_quat(q).as_rotvec(),
+                                lambda q: SR.from_quat(q).as_rotvec(), quats),
+        "slerp": (jax.jit(lambda t: slerp_jax(t).as_quat()), lambda t: slerp_np(t).as_quat(),
+                  lambda t: slerp_sp(t).as_quat(), times),
+    }
+    res: dict = {}
+    for name, (ours_jit, ours_np, peer, x) in ctx.progress(cases.items(), desc="Rotation conversions"):
+        with jax.enable_x64(True):
+            xj = jnp.asarray(x)
+            got_jit, t_jit = timed(ours_jit, xj, repeat=p.repeat)
+        got_np, t_np = timed(ours_np, x, repeat=p.repeat)
+        want, t_peer = timed(peer, x, repeat=p.repeat)
+        err = max(float(np.abs(np.asarray(got_jit) - want).max()), float(np.abs(got_np - want).max()))
+        res[name] = {"ours_jit": t_jit, "ours_numpy": t_np, "scipy": t_peer, "max_abs_diff_vs_scipy": err,
+                     "speedup_jit_vs_scipy": t_peer["best_s"] / t_jit["best_s"],
+                     "speedup_numpy_vs_scipy": t_peer["best_s"] / t_np["best_s"]}
+        ctx.log.info("Rotation %s on %d: jit %.3fs (compile+run %.2fs), numpy in/out %.3fs, scipy %.3fs -> %.1fx / "
+                     "%.1fx; max diff %.1e", name, n, t_jit["best_s"], t_jit["first_s"], t_np["best_s"],
+                     t_peer["best_s"], res[name]["speedup_jit_vs_scipy"], res[name]["speedup_numpy_vs_scipy"], err)
+    return res
 
 
 def _bench_fit(p: Params, rng, ctx) -> dict:

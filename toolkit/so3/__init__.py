@@ -1,5 +1,7 @@
 """Rotations in 3-D: axis-angle exp/log, Jacobians, Kabsch, robust fitting, averaging,
-and optimisation on SO(3) with optax (:mod:`toolkit.so3.manifold`).
+optimisation on SO(3) with optax (:mod:`toolkit.so3.manifold`), and scipy's
+``Rotation`` / ``Slerp`` API as JAX pytrees (:mod:`toolkit.so3.rotation`, a thin layer
+over these functions: numpy in, numpy out as scipy; JAX in, JAX out under jit/vmap/grad).
 
 Conventions: rotation vectors ``v (..., 3)`` (axis times angle, radians), matrices
 ``R (..., 3, 3)``, quaternions ``q (..., 4)`` scalar-first ``wxyz``. Points are

@@ -12,9 +12,13 @@ the ordinary (Euclidean) ``jax.grad`` with respect to the matrix entries. So:
   by one Newton step (so rotations stay rotations to round-off over any number of
   steps), ``optax.apply_updates`` for the rest.
 
-Which leaves are rotations: by default every ``(..., 3, 3)`` leaf. Pass ``is_rotation``
-(a predicate on leaves, or a pytree of bools shaped like the parameters) when a model also
-holds 3x3 matrices that are not rotations.
+``so3.Rotation`` objects in the parameters are rotation leaves too: their gradient (a
+Rotation holding the Euclidean gradient of its quaternions ``g``) maps to the tangent
+gradient ``vec(conj(q) g) / 2``, and they retract as ``q <- normalize(q exp(u))``.
+
+Which leaves are rotations: by default every ``Rotation`` and every ``(..., 3, 3)`` leaf.
+Pass ``is_rotation`` (a predicate on leaves, or a pytree of bools shaped like the
+parameters) when a model also holds 3x3 matrices that are not rotations.
 """
 from __future__ import annotations
 
@@ -136,7 +140,8 @@ def riemannian(optimizer: Any, *, is_rotation: Callable | Any | None = None) -> 
     Args:
       optimizer: any ``optax.GradientTransformation`` (``optax.adam(1e-2)``, a chain, ...).
       is_rotation: which parameter leaves are rotations: a predicate on leaves, or a
-        pytree of bools shaped like the parameters; default every ``(..., 3, 3)`` leaf.
+        pytree of bools shaped like the parameters; default every ``Rotation`` and every
+        ``(..., 3, 3)`` leaf.
 
     Returns:
       An ``optax.GradientTransformation``. ``update(grads, state, params)`` takes ordinary

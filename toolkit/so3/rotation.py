@@ -114,7 +114,7 @@ class Rotation:
       >>> r.apply([1.0, 0.0, 0.0]).round(12).tolist()
       [0.0, 1.0, 0.0]
       >>> (r * r).as_rotvec().round(12).tolist()  # numpy in, numpy out (float64)
-      [0.0, 0.0, 3.141592653589793]
+      [0.0, 0.0, 3.14159265359]
       >>> jax.jit(lambda v: Rotation.from_rotvec(v).as_quat())(jnp.zeros(3)).tolist()
       [0.0, 0.0, 0.0, 1.0]
     """

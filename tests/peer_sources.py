@@ -58,6 +58,11 @@ def peer_file(dist: str, member: str, dest: Path) -> Path:
     return out
 
 
+def function_name(item) -> str:
+    """A collected test's function name, without its parameters (a ``deselect`` key)."""
+    return getattr(item, "originalname", None) or item.name.split("[")[0]
+
+
 def deselect(config, items, not_applicable, key=lambda item: item.name):
     """Deselect (as ``-k`` would, so they are counted and reported) the collected tests
     whose ``key`` is in ``not_applicable`` (name -> reason)."""

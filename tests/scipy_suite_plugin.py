@@ -9,7 +9,7 @@ Exclusions, with reasons:
 """
 import pytest
 
-from peer_sources import deselect, header
+from peer_sources import deselect, function_name, header
 
 # test function name -> why it does not apply to a drop-in
 NOT_APPLICABLE = {
@@ -24,8 +24,7 @@ def pytest_collection_modifyitems(session, config, items):
 
     tr.Rotation = Rotation
     tr.Slerp = Slerp
-    deselect(config, items, NOT_APPLICABLE,
-             key=lambda item: getattr(item, "originalname", None) or item.name.split("[")[0])
+    deselect(config, items, NOT_APPLICABLE, key=function_name)
 
 
 def pytest_report_header(config):

@@ -172,9 +172,18 @@ METHODS = {
     "mean": lambda r: Rotation.concatenate([r, R2]).mean(np.array([1.0, 2.0])).as_matrix(),
     "reduce": lambda r: r.reduce(Rotation.from_quat(np.eye(4))).as_quat(),
     "slerp": lambda r: Slerp([0.0, 1.0], Rotation.concatenate([R2, r]))(0.3).as_matrix(),
+    "getitem": lambda r: Rotation.concatenate([r, R2, r])[1:].as_quat(),
+    "setitem": lambda r: _set_second(Rotation.concatenate([R2, R2, R2]), r).as_quat(),
+    "iter": lambda r: jnp.stack([one.magnitude() for one in Rotation.concatenate([r, R2])]),
+    "identity_random_mul": lambda r: (Rotation.identity(2) * r * Rotation.random(rng=1)).as_quat(),
     "align_vectors": lambda r: Rotation.align_vectors(r.apply(V), V + np.array([[0.0, 0.01, 0.0], [0.0, 0.0, 0.0]]))[0]
     .as_quat(),
 }
+
+
+def _set_second(rots, r):
+    rots[1] = r
+    return rots
 
 
 @pytest.mark.parametrize("cname", list(CONSTRUCTORS))

@@ -501,12 +501,13 @@ class Rotation:
             raise TypeError("Single rotation is not subscriptable.")
         if not isinstance(value, Rotation):
             raise TypeError("value must be a Rotation object")
-        if self._host:
+        if self._host and value._host:
             q = np.array(self._quat)
-            q[indexer, ...] = np.asarray(value._quat)
+            q[indexer, ...] = value._quat
             self._quat = q
-        else:
-            self._quat = self._quat.at[indexer].set(jnp.asarray(value._quat, self._quat.dtype))
+        else:  # a JAX value (traced, perhaps) makes this a JAX rotation
+            q = jnp.asarray(self._quat, None if self._host else self._quat.dtype)
+            self._quat = q.at[indexer].set(jnp.asarray(value._quat, q.dtype))
 
     def __repr__(self) -> str:
         lines = repr(self.as_matrix()).splitlines()

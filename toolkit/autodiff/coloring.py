@@ -96,6 +96,81 @@ def _star_kernel(indptr, indices, order, mark):
     return lax.fori_loop(0, n, vertex, (colors, mark))[0]
 
 
+@jax.jit
+def _dsatur_kernel(indptr, indices, degree, mark):
+    """DSATUR (Brelaz 1979): colour next the uncoloured vertex whose neighbours already
+    use the most distinct colours (ties: larger degree, then lower index). The choice is
+    the root of a max segment tree over packed int64 keys, updated in O(log n) when a
+    neighbour's saturation grows."""
+    n = degree.shape[0]
+    N = 1 << max(1, int(np.ceil(np.log2(max(n, 2)))))
+    levels = int(np.log2(N))
+    dmax = mark.shape[0]
+    dummy = mark.shape[0] - 1
+
+    def key(sat, v):
+        return (sat.astype(jnp.int64) * (dmax + 1) + degree[v]) * N + (N - 1 - v)
+
+    def set_leaf(tree, v, value):
+        i = N + v
+        tree = tree.at[i].set(value)
+
+        def up(_, state):
+            tree, i = state
+            i = i // 2
+            return tree.at[i].set(jnp.maximum(tree[2 * i], tree[2 * i + 1])), i
+
+        return lax.fori_loop(0, levels, up, (tree, i))[0]
+
+    leaves = jnp.full(N, -1, jnp.int64).at[:n].set(key(jnp.zeros(n, jnp.int32), jnp.arange(n)))
+    tree = _build(jnp.concatenate([jnp.full(N, -1, jnp.int64), leaves]), N)
+
+    def step(_, state):
+        # the root comes carried from the previous step: reading tree[1] here, before
+        # the updates below, makes XLA copy the whole tree every step
+        colors, sat, tree, mark, root = state
+        v = (N - 1 - root % N).astype(jnp.int32)
+
+        def neighbour(e, mark):
+            c = colors[indices[e]]
+            return mark.at[jnp.where(c >= 0, c, dummy)].set(v)
+
+        mark = lax.fori_loop(indptr[v], indptr[v + 1], neighbour, mark)
+        c = _first_free(mark, v)
+        colors = colors.at[v].set(c)
+        tree = set_leaf(tree, v, -1)
+
+        def bump(e, state):
+            sat, tree = state
+            w = indices[e]
+            # c is new to w unless another neighbour of w (v is one) already has it
+            uses = lax.fori_loop(indptr[w], indptr[w + 1],
+                                 lambda f, k: k + (colors[indices[f]] == c).astype(jnp.int32), 0)
+            new = (colors[w] < 0) & (uses == 1)
+            sat = sat.at[w].add(new.astype(jnp.int32))
+            # unconditional (a cond would copy the tree): an uncoloured w gets its current key
+            tree = set_leaf(tree, w, jnp.where(colors[w] < 0, key(sat[w], w), -1))
+            return sat, tree
+
+        sat, tree = lax.fori_loop(indptr[v], indptr[v + 1], bump, (sat, tree))
+        return colors, sat, tree, mark, tree[1]
+
+    colors = jnp.full(n, -1, jnp.int32)
+    state = (colors, jnp.zeros(n, jnp.int32), tree, mark, tree[1])
+    return lax.fori_loop(0, n, step, state)[0]
+
+
+def _build(tree, N):
+    """Fill the internal nodes of a max segment tree whose leaves are ``tree[N:]``."""
+    size = N
+    while size > 1:
+        half = size // 2
+        level = jnp.maximum(tree[size:2 * size:2], tree[size + 1:2 * size:2])
+        tree = tree.at[half:size].set(level)
+        size = half
+    return tree
+
+
 def _adjacency(G: sp.csr_matrix) -> sp.csr_matrix:
     """Bool CSR without the diagonal."""
     G = sp.csr_matrix(G, dtype=bool, copy=True)  # setdiag below must not touch the caller's
@@ -123,10 +198,31 @@ def _run(kernel, G: sp.csr_matrix, *, mark_size: int) -> np.ndarray:
     return colors[:n].astype(np.int64)
 
 
-def greedy_coloring(G: sp.csr_matrix) -> np.ndarray:
-    """Distance-1 greedy colours ``(n,)`` of a symmetric graph (bool CSR)."""
+_DSATUR_MAX_DEGREE = 64  # DSATUR's updates cost O(degree^2) per vertex
+
+
+def greedy_coloring(G: sp.csr_matrix, *, lower_bound: int = 0) -> np.ndarray:
+    """Distance-1 colours ``(n,)`` of a symmetric graph (bool CSR).
+
+    Greedy in largest-degree-first order first; when that misses ``lower_bound`` (a
+    clique size, e.g. the densest row of a Jacobian) and degrees are bounded, DSATUR
+    too, keeping the better: DSATUR finds the optimal 5 colours of a 2-D 5-point
+    stencil where greedy orders find 7, at a few times greedy's cost.
+    """
     G = _adjacency(G)
-    return _run(_greedy_kernel, G, mark_size=int(np.diff(G.indptr).max(initial=0)) + 1)
+    n = G.shape[0]
+    D = int(np.diff(G.indptr).max(initial=0))
+    colors = _run(_greedy_kernel, G, mark_size=D + 1)
+    if n == 0 or D > _DSATUR_MAX_DEGREE or colors.max() + 1 <= lower_bound:
+        return colors
+    N, E = bucket(n), bucket(max(G.nnz, 1))
+    indptr = np.concatenate([G.indptr, np.full(N - n, G.indptr[-1])]).astype(np.int32)
+    indices = np.concatenate([G.indices, np.zeros(E - G.nnz, np.int64)]).astype(np.int32)
+    degree = np.concatenate([np.diff(G.indptr), np.zeros(N - n, np.int64)]).astype(np.int32)
+    width = bucket(D + 2)
+    with scoped_x64():
+        dsatur = np.asarray(_dsatur_kernel(indptr, indices, degree, np.full(width + 1, -1, np.int32)))[:n]
+    return dsatur.astype(np.int64) if dsatur.max() < colors.max() else colors
 
 
 def star_coloring(H: sp.csr_matrix) -> np.ndarray:

@@ -72,6 +72,11 @@ def _nonzeros(csr):
     return coo.row[order].astype(np.int64), coo.col[order].astype(np.int64)
 
 
+def _max_count(A, axis):
+    """Most non-zeros in a row (axis=1) or a column (axis=0)."""
+    return int(np.asarray(A.sum(axis=axis)).max(initial=0))
+
+
 def jacobian_coloring(sparsity: ArrayLike, *, mode: str = "fwd") -> Coloring:
     """Colour a Jacobian pattern ``(n_out, n_in)`` for :func:`sparse_jacobian`.
 
@@ -91,10 +96,11 @@ def jacobian_coloring(sparsity: ArrayLike, *, mode: str = "fwd") -> Coloring:
     A = _pattern_csr(sparsity, where)
     rows, cols = _nonzeros(A)
     options = []
+    # the densest row (column) is a clique of columns (rows): no colouring has fewer
     if mode in ("fwd", "auto"):
-        options.append(("fwd", _col.greedy_coloring(_col.column_graph(A))))
+        options.append(("fwd", _col.greedy_coloring(_col.column_graph(A), lower_bound=_max_count(A, 1))))
     if mode in ("rev", "auto"):
-        options.append(("rev", _col.greedy_coloring(_col.row_graph(A))))
+        options.append(("rev", _col.greedy_coloring(_col.row_graph(A), lower_bound=_max_count(A, 0))))
     chosen, colors = min(options, key=lambda o: (int(o[1].max(initial=-1)) + 1, o[0] != "fwd"))
     return Coloring(colors=colors, n_colors=int(colors.max(initial=-1)) + 1, rows=rows, cols=cols,
                     shape=tuple(A.shape), mode=chosen)

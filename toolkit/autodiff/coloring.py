@@ -193,7 +193,7 @@ def _run(kernel, G: sp.csr_matrix, *, mark_size: int) -> np.ndarray:
     indices = np.concatenate([G.indices, np.zeros(E - G.nnz, np.int64)]).astype(np.int32)
     order = np.concatenate([order, np.arange(n, N, dtype=np.int32)])
     mark = np.full(bucket(mark_size + 2), -1, np.int32)
-    with scoped_x64():
+    with jax.ensure_compile_time_eval(), scoped_x64():  # eager, even inside a user's jit
         colors = np.asarray(kernel(indptr, indices, order, mark))
     return colors[:n].astype(np.int64)
 
@@ -220,7 +220,7 @@ def greedy_coloring(G: sp.csr_matrix, *, lower_bound: int = 0) -> np.ndarray:
     indices = np.concatenate([G.indices, np.zeros(E - G.nnz, np.int64)]).astype(np.int32)
     degree = np.concatenate([np.diff(G.indptr), np.zeros(N - n, np.int64)]).astype(np.int32)
     width = bucket(D + 2)
-    with scoped_x64():
+    with jax.ensure_compile_time_eval(), scoped_x64():  # eager, even inside a user's jit
         dsatur = np.asarray(_dsatur_kernel(indptr, indices, degree, np.full(width + 1, -1, np.int32)))[:n]
     return dsatur.astype(np.int64) if dsatur.max() < colors.max() else colors
 

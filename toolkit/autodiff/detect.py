@@ -41,6 +41,16 @@ from .._checks import scoped_x64
 
 
 # ------------------------------------------------------------------------- sparse helpers
+def _eager():
+    """Concrete evaluation in float64, also when called inside a user's ``jit`` (where
+    JAX would otherwise stage these host computations into the user's trace)."""
+    import contextlib
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(jax.ensure_compile_time_eval())
+    stack.enter_context(scoped_x64())
+    return stack
+
 def _empty(rows: int, n: int) -> sp.csr_matrix:
     return sp.csr_matrix((rows, n), dtype=bool)
 
@@ -187,7 +197,7 @@ class _Interpreter:
 
     def _evaluate(self, eqn, ins):
         try:
-            with scoped_x64():
+            with _eager():
                 out = eqn.primitive.bind(*[jnp.asarray(i.const) for i in ins], **eqn.params)
             out = out if eqn.primitive.multiple_results else [out]
             return [np.asarray(o) for o in out]
@@ -229,11 +239,24 @@ def _broadcast_rows(v: _Val, shape) -> Any:
     return _take_rows(v.dep, idx)
 
 
+def _zero_rows(dep, factor: _Val, shape):
+    """``dep`` without the rows where the known ``factor`` is exactly zero."""
+    if dep is None or factor.const is None:
+        return dep
+    zero = np.broadcast_to(np.asarray(factor.const) == 0, shape).ravel()
+    if not zero.any():
+        return dep
+    out = _take_rows(dep, np.where(zero, -1, np.arange(zero.size)))
+    return out if out.nnz else None
+
+
 def _elementwise(interp, eqn, ins, avals):
     shape = avals[0].shape
     name = eqn.primitive.name
     ops = ins[1:] if name == "select_n" else ins  # the predicate carries no derivative
     deps = [_broadcast_rows(i, shape) for i in ops]
+    if name == "mul":  # a known factor's zeros stop the other factor's dependencies
+        deps = [_zero_rows(d, other, shape) for d, other in zip(deps, ops[::-1])]
     out = _union(*deps)
     if interp.hessian and out is not None:
         if name in _NONLINEAR_UNARY:
@@ -354,7 +377,7 @@ def _bind_indices(a, eqn, ins):
     params = dict(eqn.params)
     if "fill_value" in params:
         params["fill_value"] = -1
-    with scoped_x64():
+    with _eager():
         out = eqn.primitive.bind(*[jnp.asarray(x) for x in a], **params)
     out = out if eqn.primitive.multiple_results else [out]
     return [np.asarray(o) for o in out]
@@ -456,7 +479,7 @@ def _conv(interp, eqn, ins, avals):
         code = (np.arange(lhs.size, dtype=np.float64) + 1).reshape(lhs.shape)
         dst, src = [], []
         params = dict(p, preferred_element_type=None)
-        with scoped_x64():
+        with _eager():
             for tap in taps:
                 kernel = np.zeros(rhs.shape, np.float64)
                 kernel[tuple(tap)] = 1.0
@@ -494,7 +517,7 @@ def _scatter(interp, eqn, ins, avals):
                                      start_index_map=dn.scatter_dims_to_operand_dims,
                                      operand_batching_dims=getattr(dn, "operand_batching_dims", ()),
                                      start_indices_batching_dims=getattr(dn, "scatter_indices_batching_dims", ()))
-    with scoped_x64():
+    with _eager():
         target = np.asarray(lax.gather(jnp.arange(operand.size, dtype=jnp.int64).reshape(shape),
                                        jnp.asarray(indices.const), gdn, tuple(slice_sizes), mode=eqn.params["mode"],
                                        fill_value=-1)).ravel()

@@ -29,9 +29,9 @@ class Coloring(NamedTuple):
       n_colors: number of colours (= JVPs, VJPs or HVPs per evaluation).
       rows, cols: ``(nnz,)`` the pattern's non-zeros (row-major order).
       shape: ``(n_out, n_in)``.
-      mode: "fwd" (columns share no row), "rev" (rows share no column) or "star"
-        (symmetric, for Hessians).
-      source_rows, source_colors: for "star", where each non-zero is read in ``H S``.
+      mode: "fwd" (columns share no row), "rev" (rows share no column); for Hessians
+        "star" (a star colouring) or "columns" (as "fwd", where that needs fewer).
+      source_rows, source_colors: for Hessians, where each non-zero is read in ``H S``.
     """
 
     colors: np.ndarray
@@ -107,10 +107,12 @@ def jacobian_coloring(sparsity: ArrayLike, *, mode: str = "fwd") -> Coloring:
 
 
 def hessian_coloring(sparsity: ArrayLike) -> Coloring:
-    """Star-colour a symmetric Hessian pattern ``(n, n)`` for :func:`sparse_hessian`.
+    """Colour a symmetric Hessian pattern ``(n, n)`` for :func:`sparse_hessian`.
 
-    Needs at most as many colours as colouring its columns (often far fewer: 2 for an
-    arrowhead, against n); every non-zero is read directly from one HVP.
+    A star colouring, which needs far fewer colours than colouring the columns as if H
+    were unsymmetric (2 for an arrowhead, against n); where the columns need fewer
+    anyway (a pattern without its diagonal), the column colouring. Every non-zero is
+    read directly from one HVP.
 
     >>> from toolkit import autodiff
     >>> arrow = np.eye(6, dtype=bool); arrow[0] = arrow[:, 0] = True
@@ -123,10 +125,16 @@ def hessian_coloring(sparsity: ArrayLike) -> Coloring:
         raise ValueError(f"{where}: a Hessian pattern must be square, got shape {H.shape}")
     H = sp.csr_matrix((H + H.T) > 0)  # symmetrise: H_ij and H_ji are the same derivative
     H.sort_indices()
-    colors = _col.star_coloring(H)
     rows, cols = _nonzeros(H)
-    src_rows, src_colors = _col.star_sources(H, colors)
-    return Coloring(colors=colors, n_colors=int(colors.max(initial=-1)) + 1, rows=rows, cols=cols,
+    star = _col.star_coloring(H)
+    columns = _col.greedy_coloring(_col.column_graph(H), lower_bound=_max_count(H, 1))
+    if columns.max(initial=-1) < star.max(initial=-1):
+        # a pattern without its diagonal (x_i x_j terms only) can need fewer colours as
+        # columns than as a star: read H_ij directly from row i at column j's colour
+        return Coloring(colors=columns, n_colors=int(columns.max(initial=-1)) + 1, rows=rows, cols=cols,
+                        shape=tuple(H.shape), mode="columns", source_rows=rows, source_colors=columns[cols])
+    src_rows, src_colors = _col.star_sources(H, star)
+    return Coloring(colors=star, n_colors=int(star.max(initial=-1)) + 1, rows=rows, cols=cols,
                     shape=tuple(H.shape), mode="star", source_rows=src_rows, source_colors=src_colors)
 
 
@@ -273,9 +281,9 @@ def sparse_hessian(f: Callable, x: ArrayLike, sparsity=None, *, check: bool = Fa
     x = _check_x(x, where)
     shape = _expected_shape(f, x, where, hessian=True)
     col = _coloring_for(f, x, sparsity, where, hessian=True)
-    if col.mode != "star":
-        raise ValueError(f"{where}: a Coloring for Hessians comes from hessian_coloring (mode 'star'), "
-                         f"got mode {col.mode!r}")
+    if col.mode not in ("star", "columns"):
+        raise ValueError(f"{where}: a Coloring for Hessians comes from hessian_coloring (mode 'star' or "
+                         f"'columns'), got mode {col.mode!r}")
     if tuple(col.shape) != shape:
         raise ValueError(f"{where}: sparsity shape {tuple(col.shape)} does not match (x.size, x.size) = {shape}")
     H = _evaluate_hessian(f, x, col)

@@ -22,6 +22,7 @@ EXPERIMENTS: dict[str, str] = {
     "bench_gmm": "bench.gmm",
     "bench_conic": "bench.conic",
     "bench_latency": "bench.latency",
+    "bench_sparsity": "bench.sparsity",
 }
 
 

@@ -169,11 +169,24 @@ def _seeds(colors, n_colors, dtype):
     return jnp.asarray((colors[None, :] == np.arange(n_colors)[:, None]).astype(np.dtype(dtype)))
 
 
+def _index_dtype(n):
+    return np.int32 if n < np.iinfo(np.int32).max else np.int64
+
+
 def _bcoo(data, col: Coloring):
     from jax.experimental import sparse as jsparse
 
-    indices = jnp.stack([jnp.asarray(col.rows), jnp.asarray(col.cols)], axis=1)
-    return jsparse.BCOO((data, indices), shape=col.shape, indices_sorted=True, unique_indices=True)
+    dt = _index_dtype(max(col.shape))
+    indices = np.stack([col.rows, col.cols], axis=1).astype(dt)  # a constant of the executable
+    return jsparse.BCOO((data, jnp.asarray(indices)), shape=col.shape, indices_sorted=True, unique_indices=True)
+
+
+def _decompress(compressed, colour_of, position_of, col):
+    """Entry k of the result is ``compressed[colour_of[k], position_of[k]]``, read as one
+    flat gather with precomputed (host) indices."""
+    width = compressed.shape[1]
+    flat = (colour_of.astype(np.int64) * width + position_of).astype(_index_dtype(compressed.size))
+    return _bcoo(jnp.ravel(compressed)[flat], col)
 
 
 def _evaluate_jacobian(f, x, col: Coloring):
@@ -182,17 +195,17 @@ def _evaluate_jacobian(f, x, col: Coloring):
         _, pull = jax.vjp(flat_f, jnp.ravel(x))
         seeds = _seeds(col.colors, col.n_colors, x.dtype)
         compressed = jax.vmap(lambda s: pull(s)[0])(seeds)  # (n_colors, n_in)
-        return _bcoo(compressed[col.colors[col.rows], col.cols], col)
+        return _decompress(compressed, col.colors[col.rows], col.cols, col)
     _, lin = jax.linearize(flat_f, jnp.ravel(x))
     compressed = jax.vmap(lin)(_seeds(col.colors, col.n_colors, x.dtype))  # (n_colors, n_out)
-    return _bcoo(compressed[col.colors[col.cols], col.rows], col)
+    return _decompress(compressed, col.colors[col.cols], col.rows, col)
 
 
 def _evaluate_hessian(f, x, col: Coloring):
     grad = lambda z: jnp.ravel(jax.grad(lambda w: jnp.sum(f(w.reshape(x.shape))))(z))  # noqa: E731
     _, lin = jax.linearize(grad, jnp.ravel(x))  # forward over reverse: one HVP per colour
     B = jax.vmap(lin)(_seeds(col.colors, col.n_colors, x.dtype))  # (n_colors, n)
-    return _bcoo(B[col.source_colors, col.source_rows], col)
+    return _decompress(B, col.source_colors, col.source_rows, col)
 
 
 def _check_against_probes(f, x, M, where, *, hessian: bool, probes: int = 3):

@@ -32,44 +32,48 @@ def _first_free(mark, v):
     return lax.while_loop(lambda c: mark[c] == v, lambda c: c + 1, 0)
 
 
-@jax.jit
-def _greedy_kernel(indptr, indices, order, mark):
-    """Distance-1 greedy colouring in ``order``; ``mark`` sized max degree + 2."""
+def _sequential(order, mark, forbid):
+    """Colour vertices one by one in ``order``: ``forbid(v, colors, mark)`` stamps
+    ``mark[c] = v`` for every colour c that v may not take; v gets the first free one."""
     n = order.shape[0]
-    dummy = mark.shape[0] - 1  # uncoloured neighbours mark this slot, never a colour
 
     def vertex(k, state):
         colors, mark = state
         v = order[k]
+        mark = forbid(v, colors, mark)
+        return colors.at[v].set(_first_free(mark, v)), mark
 
+    return lax.fori_loop(0, n, vertex, (jnp.full(n, -1, jnp.int32), mark))[0]
+
+
+@jax.jit
+def _greedy_kernel(indptr, indices, order, mark):
+    """Distance-1 greedy colouring in ``order``; ``mark`` sized max degree + 2."""
+    dummy = mark.shape[0] - 1  # uncoloured neighbours mark this slot, never a colour
+
+    def forbid(v, colors, mark):
         def neighbour(e, mark):
             c = colors[indices[e]]
             return mark.at[jnp.where(c >= 0, c, dummy)].set(v)
 
-        mark = lax.fori_loop(indptr[v], indptr[v + 1], neighbour, mark)
-        return colors.at[v].set(_first_free(mark, v)), mark
+        return lax.fori_loop(indptr[v], indptr[v + 1], neighbour, mark)
 
-    colors = jnp.full(n, -1, jnp.int32)
-    return lax.fori_loop(0, n, vertex, (colors, mark))[0]
+    return _sequential(order, mark, forbid)
 
 
 @jax.jit
 def _star_kernel(indptr, indices, order, mark):
     """Greedy star colouring (GMP 2005, Algorithm 4.1) in ``order``."""
-    n = order.shape[0]
     dummy = mark.shape[0] - 1
 
-    def vertex(k, state):
-        colors, mark = state
-        v = order[k]
-
-        def forbid(mark, c, when):
+    def forbid(v, colors, mark):
+        def stamp(mark, c, when):
             return mark.at[jnp.where(when & (c >= 0), c, dummy)].set(v)
 
         def over_w(e, mark):
             w = indices[e]
             cw = colors[w]
-            mark = forbid(mark, cw, True)
+            mark = stamp(mark, cw, True)
 
             def over_x(f, mark):
                 x = indices[f]
@@ -85,15 +89,13 @@ def _star_kernel(indptr, indices, order, mark):
                 two_coloured = lax.cond(relevant & (cw >= 0),
                                         lambda: lax.fori_loop(indptr[x], indptr[x + 1], y_has_cw, False),
                                         lambda: False)
-                return forbid(mark, cx, relevant & ((cw < 0) | two_coloured))
+                return stamp(mark, cx, relevant & ((cw < 0) | two_coloured))
 
             return lax.fori_loop(indptr[w], indptr[w + 1], over_x, mark)
 
-        mark = lax.fori_loop(indptr[v], indptr[v + 1], over_w, mark)
-        return colors.at[v].set(_first_free(mark, v)), mark
+        return lax.fori_loop(indptr[v], indptr[v + 1], over_w, mark)
 
-    colors = jnp.full(n, -1, jnp.int32)
-    return lax.fori_loop(0, n, vertex, (colors, mark))[0]
+    return _sequential(order, mark, forbid)
 
 
 @jax.jit

@@ -258,16 +258,7 @@ def sparse_jacobian(f: Callable, x: ArrayLike, sparsity=None, *, check: bool = F
     >>> bool(jnp.allclose(autodiff.sparse_jacobian(f, x).todense(), jax.jacfwd(f)(x)))
     True
     """
-    where = "autodiff.sparse_jacobian"
-    x = _check_x(x, where)
-    shape = _expected_shape(f, x, where, hessian=False)
-    col = _coloring_for(f, x, sparsity, where, hessian=False)
-    if tuple(col.shape) != shape:
-        raise ValueError(f"{where}: sparsity shape {tuple(col.shape)} does not match (f(x).size, x.size) = {shape}")
-    J = _evaluate_jacobian(f, x, col)
-    if check:
-        _check_against_probes(f, x, J, where, hessian=False)
-    return J
+    return _sparse(f, x, sparsity, check, "autodiff.sparse_jacobian", hessian=False)
 
 
 def sparse_hessian(f: Callable, x: ArrayLike, sparsity=None, *, check: bool = False):
@@ -290,19 +281,25 @@ def sparse_hessian(f: Callable, x: ArrayLike, sparsity=None, *, check: bool = Fa
     >>> H.nse, bool(jnp.allclose(H.todense(), jax.hessian(f)(x)))
     (16, True)
     """
-    where = "autodiff.sparse_hessian"
+    return _sparse(f, x, sparsity, check, "autodiff.sparse_hessian", hessian=True)
+
+
+def _sparse(f, x, sparsity, check, where, *, hessian):
     x = _check_x(x, where)
-    shape = _expected_shape(f, x, where, hessian=True)
-    col = _coloring_for(f, x, sparsity, where, hessian=True)
-    if col.mode not in ("star", "columns"):
-        raise ValueError(f"{where}: a Coloring for Hessians comes from hessian_coloring (mode 'star' or "
-                         f"'columns'), got mode {col.mode!r}")
+    shape = _expected_shape(f, x, where, hessian=hessian)
+    col = _coloring_for(f, x, sparsity, where, hessian=hessian)
+    modes = ("star", "columns") if hessian else ("fwd", "rev")
+    if col.mode not in modes:
+        source = "hessian_coloring" if hessian else "jacobian_coloring"
+        raise ValueError(f"{where}: a Coloring here comes from {source} (mode {' or '.join(map(repr, modes))}), "
+                         f"got mode {col.mode!r}")
     if tuple(col.shape) != shape:
-        raise ValueError(f"{where}: sparsity shape {tuple(col.shape)} does not match (x.size, x.size) = {shape}")
-    H = _evaluate_hessian(f, x, col)
+        expected = "(x.size, x.size)" if hessian else "(f(x).size, x.size)"
+        raise ValueError(f"{where}: sparsity shape {tuple(col.shape)} does not match {expected} = {shape}")
+    M = (_evaluate_hessian if hessian else _evaluate_jacobian)(f, x, col)
     if check:
-        _check_against_probes(f, x, H, where, hessian=True)
-    return H
+        _check_against_probes(f, x, M, where, hessian=hessian)
+    return M
 
 
 def sparse_jacobian_fn(f: Callable, x_example: ArrayLike, sparsity=None, *, check: bool = False) -> Callable:
@@ -315,12 +312,7 @@ def sparse_jacobian_fn(f: Callable, x_example: ArrayLike, sparsity=None, *, chec
     >>> jac(jnp.ones(5)).nse
     8
     """
-    where = "autodiff.sparse_jacobian_fn"
-    x_example = _check_x(x_example, where)
-    col = _coloring_for(f, x_example, sparsity, where, hessian=False)
-    if check:
-        sparse_jacobian(f, x_example, col, check=True)
-    return jax.jit(lambda x: sparse_jacobian(f, x, col))
+    return _sparse_fn(f, x_example, sparsity, check, "autodiff.sparse_jacobian_fn", hessian=False)
 
 
 def sparse_hessian_fn(f: Callable, x_example: ArrayLike, sparsity=None, *, check: bool = False) -> Callable:
@@ -331,9 +323,13 @@ def sparse_hessian_fn(f: Callable, x_example: ArrayLike, sparsity=None, *, check
     >>> hess(jnp.ones(4)).todense().tolist()[1]
     [2.0, 2.0, 2.0, 0.0]
     """
-    where = "autodiff.sparse_hessian_fn"
+    return _sparse_fn(f, x_example, sparsity, check, "autodiff.sparse_hessian_fn", hessian=True)
+
+
+def _sparse_fn(f, x_example, sparsity, check, where, *, hessian):
     x_example = _check_x(x_example, where)
-    col = _coloring_for(f, x_example, sparsity, where, hessian=True)
+    col = _coloring_for(f, x_example, sparsity, where, hessian=hessian)
+    evaluate = sparse_hessian if hessian else sparse_jacobian
     if check:
-        sparse_hessian(f, x_example, col, check=True)
-    return jax.jit(lambda x: sparse_hessian(f, x, col))
+        evaluate(f, x_example, col, check=True)
+    return jax.jit(lambda x: evaluate(f, x, col))

@@ -231,6 +231,8 @@ def test_rotation_is_a_pytree_through_jit_scan_and_vmap():
     final, _ = jax.lax.scan(lambda c, _: (c * step, None), Rotation.identity().__class__.from_quat(
         jnp.array([0.0, 0.0, 0.0, 1.0])), None, length=10)
     np.testing.assert_allclose(final.as_rotvec(), [0.0, 0.0, 1.0], atol=1e-14)
+    fixed = Rotation.from_euler("xyz", [0.1, 0.2, 0.3])  # numpy-built, applied to traced points
+    np.testing.assert_allclose(jax.jit(fixed.apply)(jnp.ones((4, 3))), fixed.apply(np.ones((4, 3))), atol=1e-15)
     keyed = Rotation.random(3, jax.random.key(0))
     assert isinstance(keyed.as_quat(), jax.Array) and keyed.shape == (3,)
     np.testing.assert_allclose(jnp.linalg.norm(keyed.as_quat(), axis=-1), 1.0, atol=1e-15)

@@ -355,12 +355,14 @@ class Rotation:
     def apply(self, vectors: Any, inverse: bool = False):
         """Rotate vectors ``(..., 3)`` (or un-rotate, ``inverse=True``); rotation and
         vector shapes broadcast: the result is ``broadcast(shape, vectors[:-1]) + (3,)``."""
-        v = self._coerce(vectors, "vectors")
+        host = self._host and is_host(vectors)  # JAX (or traced) vectors: a JAX computation
+        q = self._quat if host or not self._host else jnp.asarray(self._quat)
+        v = coerce(vectors, "vectors", host=host, dtype=None if host else q.dtype)
         if v.ndim < 1 or v.shape[-1] != 3:
             raise ValueError(f"Expected input of shape (..., 3), got {tuple(v.shape)}.")
         if not _broadcastable(self.shape, v.shape[:-1]):
             raise ValueError(f"Cannot broadcast {self.shape} rotations to {tuple(v.shape[:-1])} vectors.")
-        return self._run(_k_apply, self._quat, v, inverse=bool(inverse))
+        return run(host, _k_apply, q, v, inverse=bool(inverse))
 
     def __mul__(self, other: Any):
         """Composition: ``(p * q).apply(v) == p.apply(q.apply(v))``; shapes broadcast."""

@@ -182,18 +182,24 @@ def _adjacency(G: sp.csr_matrix) -> sp.csr_matrix:
     return G
 
 
+def _padded(G: sp.csr_matrix):
+    """``(indptr, indices, N)``: G's CSR arrays (int32) padded to size buckets, so graphs
+    of similar sizes share one executable; the padding vertices are isolated."""
+    n = G.shape[0]
+    N, E = bucket(n), bucket(max(G.nnz, 1))
+    indptr = np.concatenate([G.indptr, np.full(N - n, G.indptr[-1])]).astype(np.int32)
+    indices = np.concatenate([G.indices, np.zeros(E - G.nnz, np.int64)]).astype(np.int32)
+    return indptr, indices, N
+
+
 def _run(kernel, G: sp.csr_matrix, *, mark_size: int) -> np.ndarray:
     """Colour the graph G (symmetric bool CSR, no diagonal), largest degree first, with
     ``kernel``; the arrays padded to size buckets (padding vertices are isolated)."""
     n = G.shape[0]
     if n == 0:
         return np.zeros(0, np.int64)
-    degree = np.diff(G.indptr)
-    order = np.argsort(-degree, kind="stable").astype(np.int32)
-    N, E = bucket(n), bucket(max(G.nnz, 1))
-    indptr = np.concatenate([G.indptr, np.full(N - n, G.indptr[-1])]).astype(np.int32)
-    indices = np.concatenate([G.indices, np.zeros(E - G.nnz, np.int64)]).astype(np.int32)
-    order = np.concatenate([order, np.arange(n, N, dtype=np.int32)])
+    indptr, indices, N = _padded(G)
+    order = np.concatenate([np.argsort(-np.diff(G.indptr), kind="stable"), np.arange(n, N)]).astype(np.int32)
     mark = np.full(bucket(mark_size + 2), -1, np.int32)
     with jax.ensure_compile_time_eval(), scoped_x64():  # eager, even inside a user's jit
         colors = np.asarray(kernel(indptr, indices, order, mark))
@@ -217,10 +223,8 @@ def greedy_coloring(G: sp.csr_matrix, *, lower_bound: int = 0) -> np.ndarray:
     colors = _run(_greedy_kernel, G, mark_size=D + 1)
     if n == 0 or D > _DSATUR_MAX_DEGREE or colors.max() + 1 <= lower_bound:
         return colors
-    N, E = bucket(n), bucket(max(G.nnz, 1))
-    indptr = np.concatenate([G.indptr, np.full(N - n, G.indptr[-1])]).astype(np.int32)
-    indices = np.concatenate([G.indices, np.zeros(E - G.nnz, np.int64)]).astype(np.int32)
-    degree = np.concatenate([np.diff(G.indptr), np.zeros(N - n, np.int64)]).astype(np.int32)
+    indptr, indices, N = _padded(G)
+    degree = np.diff(indptr).astype(np.int32)  # padding vertices: degree 0
     width = bucket(D + 2)
     with jax.ensure_compile_time_eval(), scoped_x64():  # eager, even inside a user's jit
         dsatur = np.asarray(_dsatur_kernel(indptr, indices, degree, np.full(width + 1, -1, np.int32)))[:n]

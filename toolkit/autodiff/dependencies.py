@@ -47,6 +47,17 @@ def _take_rows(D, idx):
     return sp.csr_matrix((np.ones(indptr[-1], bool), D.indices[pos], indptr), shape=(idx.size, D.shape[1]))
 
 
+def _union_row(*deps):
+    """One row ``(1, n)``: every dependency of every element of ``deps`` (None if none)."""
+    u = _union(*deps)
+    return None if u is None else sp.csr_matrix(u.max(axis=0))
+
+
+def _repeat_row(row, shape):
+    """Every element of ``shape`` depending on ``row``: the conservative answer."""
+    return None if row is None else _take_rows(row, np.zeros(int(np.prod(shape, dtype=np.int64)), np.int64))
+
+
 def _map_matrix(dst, src, n_dst, n_src):
     """Bool CSR ``(n_dst, n_src)`` with ones at ``(dst[k], src[k])`` for ``dst, src >= 0``."""
     dst, src = np.asarray(dst, np.int64).ravel(), np.asarray(src, np.int64).ravel()

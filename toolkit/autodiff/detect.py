@@ -35,7 +35,7 @@ import numpy as np
 import scipy.sparse as sp
 from jax.extend.core import Literal
 
-from .dependencies import _Val, _eager, _empty, _float, _take_rows, _union
+from .dependencies import _Val, _eager, _empty, _float, _repeat_row, _union_row
 from .detect_rules import _CALLS, _RULES, _ZERO_DERIVATIVE
 
 
@@ -112,14 +112,9 @@ class _Interpreter:
             self.warned.add(name)
             warnings.warn(f"{self.where}: primitive {name!r} is not understood; assuming every output element "
                           "depends on every input of it (a conservative, possibly dense pattern)", stacklevel=4)
-        u = _union(*[i.dep for i in ins])
-        row = None if u is None else sp.csr_matrix(u.max(axis=0))
+        row = _union_row(*[i.dep for i in ins])
         self._couple(row)
-        outs = []
-        for a in avals:
-            size = int(np.prod(a.shape, dtype=np.int64))
-            outs.append(_Val(a.shape, a.dtype, None if row is None else _take_rows(row, np.zeros(size, np.int64))))
-        return outs
+        return [_Val(a.shape, a.dtype, _repeat_row(row, a.shape)) for a in avals]
 
     def _call(self, eqn, ins):
         p = eqn.params

@@ -10,7 +10,8 @@ import numpy as np
 import scipy.sparse as sp
 from jax import lax
 
-from .dependencies import _Val, _eager, _empty, _float, _map_matrix, _mul, _take_rows, _union
+from .dependencies import (_Val, _eager, _empty, _float, _map_matrix, _mul, _repeat_row, _take_rows, _union,
+                           _union_row)
 
 _LINEAR_ELEMENTWISE = {
     "add", "sub", "neg", "convert_element_type", "copy", "copy_p", "reduce_precision", "real", "imag", "conj",
@@ -202,10 +203,8 @@ def _indexed(interp, eqn, ins, avals):
 
 def _data_dependent(interp, name, ins, avals):
     """Indices that depend on x's values: every output may take any operand element."""
-    u = _union(*[i.dep for i in ins])
-    row = None if u is None else sp.csr_matrix(u.max(axis=0))
-    return [_Val(a.shape, a.dtype, None if row is None else _take_rows(row, np.zeros(int(np.prod(a.shape)),
-                                                                                      np.int64))) for a in avals]
+    row = _union_row(*[i.dep for i in ins])
+    return [_Val(a.shape, a.dtype, _repeat_row(row, a.shape)) for a in avals]
 
 
 def _reduce(interp, eqn, ins, avals):
@@ -295,10 +294,10 @@ def _conv(interp, eqn, ins, avals):
         if dst:
             terms.append(_mul(_map_matrix(np.concatenate(dst), np.concatenate(src), out_size, lhs.size), lhs.dep))
     if rhs.dep is not None:  # a kernel that depends on x: every output may use every tap
-        row = sp.csr_matrix(rhs.dep.max(axis=0))
-        terms.append(_take_rows(row, np.zeros(out_size, np.int64)))
+        row = _union_row(rhs.dep)
+        terms.append(_repeat_row(row, avals[0].shape))
         if lhs.dep is not None:
-            interp._couple(sp.csr_matrix(lhs.dep.max(axis=0)), row)
+            interp._couple(_union_row(lhs.dep), row)
     return [_union(*terms)]
 
 
@@ -441,10 +440,8 @@ def _while(interp, eqn, ins, avals):
             break
         carry = new
     else:  # no fixed point in reach: every carry element may depend on everything it touched
-        u = _union(*[c.dep for c in carry])
-        row = None if u is None else sp.csr_matrix(u.max(axis=0))
-        carry = [_Val(c.shape, c.dtype, None if row is None else _take_rows(row, np.zeros(c.size, np.int64)))
-                 for c in carry]
+        row = _union_row(*[c.dep for c in carry])
+        carry = [_Val(c.shape, c.dtype, _repeat_row(row, c.shape)) for c in carry]
         interp._couple(row)
     return [c.dep for c in carry]
 

@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .dispatch import coerce, is_host, readable, run, scalar_out, values
+from .._checks import is_concrete
+from .dispatch import coerce, is_host, run, scalar_out
 from .quaternions import _as_matrix, _from_orthogonal, _from_rotvec, _qmul
 
 _FLIP = 1e-3  # within this of pi, go through a half turn
@@ -110,13 +111,13 @@ def align_vectors(a, b, weights=None, return_sensitivity=False):
         if n > 1 and w.shape[0] != n:
             raise ValueError(f"Expected `weights` to have number of values equal to number of input vectors, got "
                              f"{w.shape[0]} values and {n} vectors.")
-        if readable(w) and np.any(values(w) < 0):
+        if is_concrete(w) and np.any(np.asarray(w) < 0):
             raise ValueError("`weights` may not contain negative values")
     if n == 1:
         primary = True
         k = 0
-    elif readable(w):
-        inf = np.isinf(values(w))
+    elif is_concrete(w):
+        inf = np.isinf(np.asarray(w))
         if inf.sum() > 1:
             raise ValueError("Only one infinite weight is allowed")
         primary, k = bool(inf.any()), int(np.argmax(inf))
@@ -125,7 +126,7 @@ def align_vectors(a, b, weights=None, return_sensitivity=False):
     if primary and return_sensitivity:
         raise ValueError("Cannot return sensitivity matrix with an infinite weight or one vector pair")
     if primary:
-        if readable(a2) and readable(b2) and (np.linalg.norm(values(a2)[k]) == 0 or np.linalg.norm(values(b2)[k]) == 0):
+        if is_concrete(a2) and is_concrete(b2) and (not np.any(np.asarray(a2)[k]) or not np.any(np.asarray(b2)[k])):
             raise ValueError("Cannot align zero length primary vectors")
         q, rssd, sens = run(host, _wahba_primary, a2, b2, w, np.int32(k))
     elif primary is False:

@@ -67,13 +67,3 @@ def scalar_out(x):
     if isinstance(x, np.ndarray) and x.ndim == 0:
         return x[()]
     return x
-
-
-def readable(x) -> bool:
-    """Values can be inspected on the host now (not traced)."""
-    return is_concrete(x)
-
-
-def values(x) -> np.ndarray:
-    """Host copy of concrete data, for validation."""
-    return np.asarray(x)

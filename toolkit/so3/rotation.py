@@ -18,7 +18,8 @@ import numpy as np
 from . import euler as E
 from . import quaternions as Q
 from .averaging import _mean
-from .dispatch import coerce, is_host, readable, run, scalar_out, values
+from .._checks import is_concrete
+from .dispatch import coerce, is_host, run, scalar_out
 from .maps import _from_quaternion
 
 _DEG = np.pi / 180.0
@@ -175,11 +176,11 @@ class Rotation:
         host = is_host(m)
         bad = None
         if not assume_valid and m.size:
-            if readable(m):
-                det = np.linalg.det(values(m))
+            if is_concrete(m):
+                det = np.linalg.det(np.asarray(m))
                 if np.any(det <= 0):
                     ind = int(np.flatnonzero(np.atleast_1d(det <= 0))[0])
-                    shown = values(m).reshape(-1, 3, 3)[ind]
+                    shown = np.asarray(m).reshape(-1, 3, 3)[ind]
                     raise ValueError("Non-positive determinant (left-handed or null coordinate frame) in rotation "
                                      f"matrix {ind}: {shown}.")
             else:
@@ -427,7 +428,7 @@ class Rotation:
         w = None
         if weights is not None:
             w = self._coerce(weights, "weights")
-            if readable(w) and np.any(values(w) < 0):
+            if is_concrete(w) and np.any(np.asarray(w) < 0):
                 raise ValueError("`weights` must be non-negative.")
             if not _broadcastable(shape, w.shape) or np.broadcast_shapes(shape, w.shape) != shape:
                 raise ValueError(f"Expected `weights` to be broadcastable to rotation shape, got shape "
@@ -524,23 +525,23 @@ def _normalized(q):
         if np.any(norm == 0):
             raise ValueError("Found zero norm quaternions in `quat`.")
         return q / norm
-    if readable(q) and q.size and np.any(np.linalg.norm(values(q), axis=-1) == 0):
+    if is_concrete(q) and q.size and np.any(np.linalg.norm(np.asarray(q), axis=-1) == 0):
         raise ValueError("Found zero norm quaternions in `quat`.")
     return _k_normalize(q)
 
 
 def _check_orthogonal(ax):
     """Davenport axes: consecutive ones must be orthogonal (to 1e-7)."""
-    if not readable(ax) or ax.shape[-2] < 2:
+    if not is_concrete(ax) or ax.shape[-2] < 2:
         return
-    a = values(ax)
+    a = np.asarray(ax)
     dots = np.abs(np.sum(a[..., :-1, :] * a[..., 1:, :], -1))
     if np.any(dots > 1e-7):
         raise ValueError("Consecutive axes must be orthogonal.")
 
 
 def _warn_gimbal(locked, suppress: bool):
-    if not suppress and readable(locked) and np.any(values(locked)):
+    if not suppress and is_concrete(locked) and np.any(np.asarray(locked)):
         warnings.warn(E.GIMBAL_MESSAGE, UserWarning, stacklevel=3)
 
 

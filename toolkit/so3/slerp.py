@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import quaternions as Q
-from .dispatch import coerce, readable, run, values
+from .._checks import is_concrete
+from .dispatch import coerce, run
 from .rotation import Rotation
 
 
@@ -64,8 +65,8 @@ class Slerp:
             raise ValueError("Expected number of rotations to be equal to number of timestamps given, got "
                              f"{len(rotations)} rotations and {t.shape[0]} timestamps.")
         dt = np.diff(t) if host else jnp.diff(t)
-        if readable(dt):
-            if np.any(values(dt) <= 0):
+        if is_concrete(dt):
+            if np.any(np.asarray(dt) <= 0):
                 raise ValueError("Times must be in strictly increasing order.")
         else:
             dt = jnp.where(jnp.any(dt <= 0), jnp.nan, dt)
@@ -90,8 +91,8 @@ class Slerp:
             raise ValueError("`times` must be at most 1-dimensional.")
         single = t.ndim == 0
         t = t.reshape(1) if single else t
-        if readable(t) and readable(self.times):
-            tv, kv = values(t), values(self.times)
+        if is_concrete(t) and is_concrete(self.times):
+            tv, kv = np.asarray(t), np.asarray(self.times)
             if np.any((tv < kv[0]) | (tv > kv[-1])):
                 raise ValueError(f"Interpolation times must be within the range [{kv[0]}, {kv[-1]}], both inclusive.")
         q = run(host, _interpolate, self.times, self.timedelta, self.rotations._quat, self.rotvecs, t)

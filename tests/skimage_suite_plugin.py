@@ -5,20 +5,16 @@ Loaded by tests/test_skimage_suite.py (``-p skimage_suite_plugin``) on
 imported it puts ``toolkit.conic.EllipseModel`` and ``CircleModel`` where the module
 imports them from (``skimage.measure``), so every test of those classes, and of
 ``skimage.measure.ransac`` with them, runs against ours. The tests of scikit-image's
-other classes (LineModelND, AffineTransform) run unchanged. Exclusions, with reasons:
+other classes (LineModelND, AffineTransform) run unchanged. Nothing is excluded.
 """
 import pytest
 
 from peer_sources import deselect, header
 
-# test id -> why it does not apply
-NOT_APPLICABLE = {
-    "test_ellipse_parameter_stability[angle180]":
-        "expects theta = pi for an ellipse turned by float(pi), whose orientation is -1.2e-16 mod pi: a "
-        "round-off-level wrap at the edge of [0, pi). Our fit returns 3.4e-17 (error 1.6e-16 rad); the "
-        "test asks for the other side of the wrap, which scikit-image reaches by the sign of its own "
-        "round-off. tests/test_conic.py checks the angle mod pi to 1e-12 at every degree instead.",
-}
+# test id -> why it does not apply: none. (``test_ellipse_parameter_stability[angle180]``
+# once was: it asks for theta = pi where a float64 fit's angle is -1e-16 or +1e-16 by
+# round-off; toolkit/conic/wrap.py now decides that side by a documented convention.)
+NOT_APPLICABLE: dict[str, str] = {}
 
 
 def pytest_configure(config):

@@ -57,7 +57,37 @@ def test_ellipse_theta_is_the_orientation_mod_pi_at_every_degree():
         m = conic.EllipseModel.from_estimate((R @ np.array([100 * np.cos(t), 50 * np.sin(t)])).T)
         np.testing.assert_allclose(m.axis_lengths, [100, 50], rtol=1e-10)
         assert abs((m.theta - th + np.pi / 2) % np.pi - np.pi / 2) < 1e-12, deg
-        assert 0 <= m.theta < np.pi
+        assert 0 <= m.theta <= np.pi  # float(pi) is below pi: it is in [0, pi)
+        assert abs(m.theta - th) < 1e-12, deg  # scikit-image's test: the side of the wrap too
+
+
+def test_theta_at_the_wrap_follows_the_turn_that_made_the_points():
+    # scikit-image's test_ellipse_parameter_stability asks for 0 and float(pi): a fit's
+    # angle is +-1e-16 by round-off; the side comes from the points' exact moments
+    from toolkit.conic.wrap import on_side, wrap_side
+
+    t = np.linspace(0, 2 * np.pi, 20)
+    xy = np.stack([100 * np.cos(t), 50 * np.sin(t)], axis=-1)
+    for turn, want in [(0.0, 0.0), (np.pi, np.pi), (-1e-13, np.pi - 1e-13), (1e-13, 1e-13)]:
+        R = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
+        m = conic.EllipseModel.from_estimate(xy @ R.T)
+        assert abs(m.theta - want) < 1e-14 and 0 <= m.theta <= np.pi, (turn, m.theta)
+    # the sign of the turn, whichever axis is the longer; exact symmetry reports 0
+    for turn in [1e-9, -1e-9]:
+        R = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
+        assert wrap_side(xy @ R.T) == wrap_side(xy[:, ::-1] @ R.T) == np.sign(turn)
+    assert wrap_side(np.array([[1.0, 0], [-1, 0], [0, 2], [0, -2]])) == 0
+    assert on_side(3e-17, 1) == 3e-17 and on_side(-3e-17, -1) == np.pi and on_side(np.pi + 1e-17, 1) < 1e-16
+
+
+def test_geometry_keeps_tiny_angles_on_both_sides_of_zero():
+    # the angle is folded by flipping the axis, not by adding pi: 1e-17 must survive
+    for angle in [1e-17, -1e-17, 1e-300, np.pi / 2, -np.pi / 2 + 1e-12]:
+        coeffs = conic.from_geometry(np.zeros(2), np.array([2.0, 1.0]), angle)
+        got = float(conic.geometry(coeffs).angle)
+        want = angle if angle > -np.pi / 2 else angle + np.pi
+        assert abs(got - want) <= 1e-15 * abs(want) + 1e-30 or abs(got - want) < 1e-15, (angle, got)
+        assert -np.pi / 2 < got <= np.pi / 2
 
 
 def test_models_are_exact_far_from_the_origin_and_at_tiny_scales():

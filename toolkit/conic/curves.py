@@ -69,9 +69,10 @@ def _geometry(c):
     f = jnp.sqrt(jnp.abs(fr.a ** 2 + jnp.where(hyp, 1.0, -1.0) * fr.b ** 2))
     foci = fr.center[:, None, :] + jnp.stack([f, -f], axis=-1)[:, :, None] * u[:, None, :]
     ecc = f / fr.a
-    angle = jnp.arctan2(fr.s, fr.c)
-    angle = jnp.where(angle > 0.5 * jnp.pi, angle - jnp.pi, angle)
-    angle = jnp.where(angle <= -0.5 * jnp.pi, angle + jnp.pi, angle)
+    # angle in (-pi/2, pi/2]: turn the axis by pi (flip (c, s)) rather than add -+pi to
+    # arctan2's answer, which would round an angle of 1e-17 near pi to exactly 0
+    flip = (fr.c < 0) | ((fr.c == 0) & (fr.s < 0))
+    angle = jnp.arctan2(jnp.where(flip, -fr.s, fr.s), jnp.where(flip, -fr.c, fr.c))
     # asymptote directions: (a, +-b) in the canonical frame, normalised
     r = jnp.sqrt(fr.a ** 2 + fr.b ** 2)
     ca, sb = fr.a / r, fr.b / r

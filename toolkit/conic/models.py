@@ -2,7 +2,8 @@
 
 They keep scikit-image's conventions where they differ from :func:`fit`'s:
 ``axis_lengths`` are the semi-axes ``(a, b)`` with ``a >= b``, ``theta`` is the angle of
-the first axis in ``[0, pi)``, a circle's ``residuals`` are ``radius - distance``
+the first axis in ``[0, pi)`` (``float(pi)`` included: it is below pi; within 1e-12 of
+the wrap the side is :mod:`toolkit.conic.wrap`'s convention), a circle's ``residuals`` are ``radius - distance``
 (positive inside) and an ellipse's are unsigned distances. They keep its API
 generation too: ``from_estimate`` (a classmethod returning a model, or a falsy
 :class:`FailedEstimation` that says why), the deprecated ``estimate`` and ``params``
@@ -31,6 +32,7 @@ import warnings
 import numpy as np
 
 from .._checks import scoped_x64
+from .wrap import near_wrap, on_side, wrap_side
 
 _SINCE, _UNTIL = "0.26", "2.2"
 
@@ -91,14 +93,20 @@ def _points(data):
 
 
 def _normalised(data, kind):
-    """Data shifted to its mean and scaled by its standard deviation: ``(q, origin, scale)``."""
-    origin = data.mean(axis=0)
-    q = data - origin
-    scale = q.std()
-    if not scale >= np.finfo(np.float64).tiny:
+    """Data shifted near its mean and scaled near its standard deviation: ``(q, origin, scale)``.
+
+    The origin is the mean rounded to 2**-24 of the spread and the scale a power of two, so
+    the shift and the scaling are (nearly always) exact: the fit sees the data's last bits,
+    which decide, e.g., on which side of the wrap at pi an angle of 1e-16 falls.
+    """
+    spread = (data - data.mean(axis=0)).std()
+    if not spread >= np.finfo(np.float64).tiny:
         raise _Failure(f"Standard deviation of data is too small to estimate {kind} with meaningful precision.",
                        warn=True)
-    return q / scale, origin, scale
+    scale = 2.0 ** np.round(np.log2(spread))
+    quantum = scale * 2.0 ** -24
+    origin = np.round(data.mean(axis=0) / quantum) * quantum
+    return (data - origin) / scale, origin, scale
 
 
 class _Model:
@@ -280,7 +288,9 @@ class EllipseModel(_Model):
             center, axes, angle = np.asarray(g.center), np.asarray(g.semi_axes), float(g.angle)
         if not ok:
             raise _Failure("No ellipse fits the data (collinear or degenerate points).", warn=False)
-        return center * scale + origin, axes * scale, angle % math.pi
+        # float(pi) is below pi, so in [0, pi); the side of a round-off angle is wrap.py's convention
+        theta = on_side(angle, wrap_side(data)) if near_wrap(angle) else angle % math.pi
+        return center * scale + origin, axes * scale, theta
 
     def residuals(self, data):
         """Unsigned orthogonal distances of points ``data (N, 2)`` to the ellipse -> ``(N,)``."""

@@ -44,8 +44,8 @@ def _geometric(theta0, x, y, w, target, max_iter, tol, rtol):
         good = _kind_ok(fr.kind, target) & jnp.all(jnp.isfinite(d), axis=-1)
         return jnp.where(good, jnp.sum(w * d * d, axis=-1), jnp.inf), d, fx, fy
 
-    def body(state):
-        theta, cost, d, fx, fy, mu, it, done = state
+    def step_from(theta, d, fx, fy, mu):
+        """The LM step's candidate and the step's length, from a fit and its foot points."""
         gx, gy = _grad_q(theta, fx, fy)
         gn = jnp.sqrt(gx * gx + gy * gy)
         Jm = _design(jnp.stack([fx, fy], axis=-1)) / jnp.where(gn > 0, gn, 1.0)[..., None]
@@ -56,19 +56,31 @@ def _geometric(theta0, x, y, w, target, max_iter, tol, rtol):
         diag = jnp.diagonal(H, axis1=-2, axis2=-1)[..., None] * eye
         Aug = H + mu[..., None, None] * (diag + 1e-12 * scale * eye) + scale * theta[..., :, None] * theta[..., None, :]
         step = -jnp.linalg.solve(Aug, r[..., None])[..., 0]
-        cand = _unit(theta + step)
-        new_cost, new_d, new_fx, new_fy = cost_of(cand)
-        better = (new_cost < cost) & ~done
-        keep = lambda new, old: jnp.where(better.reshape(better.shape + (1,) * (new.ndim - better.ndim)), new, old)
-        mu_n = jnp.where(done, mu, jnp.where(better, mu * 0.3, mu * 10.0))
-        small = (cost - new_cost <= tol * cost) | (jnp.linalg.norm(step, axis=-1) <= tol)
-        done = done | (better & small) | (mu_n > 1e12) | ~jnp.isfinite(cost)
-        return (keep(cand, theta), keep(new_cost, cost), keep(new_d, d), keep(new_fx, fx), keep(new_fy, fy),
-                mu_n, it + 1, done)
+        return _unit(theta + step), jnp.linalg.norm(step, axis=-1)
 
-    cost0, d0, fx0, fy0 = cost_of(theta0)
-    state = (theta0, cost0, d0, fx0, fy0, jnp.full(cost0.shape, 1e-3, dt), jnp.asarray(0), ~jnp.isfinite(cost0))
-    state = lax.while_loop(lambda s: (s[6] < max_iter) & ~jnp.all(s[7]), body, state)
+    # Each pass evaluates a candidate, keeps it or not, and proposes the next: the
+    # closest-point search (the bulk of the graph) is traced once. Pass 0 evaluates the
+    # start itself, which is always kept (a start of the wrong kind costs inf: done).
+    def body(state):
+        theta, cost, d, fx, fy, mu, it, done, cand, step_len = state
+        new_cost, new_d, new_fx, new_fy = cost_of(cand)
+        first = it == 0
+        better = first | ((new_cost < cost) & ~done)
+        keep = lambda new, old: jnp.where(better.reshape(better.shape + (1,) * (new.ndim - better.ndim)), new, old)
+        mu_n = jnp.where(first | done, mu, jnp.where(better, mu * 0.3, mu * 10.0))
+        small = (cost - new_cost <= tol * cost) | (step_len <= tol)
+        done = jnp.where(first, ~jnp.isfinite(new_cost),
+                         done | (better & small) | (mu_n > 1e12) | ~jnp.isfinite(cost))
+        theta, cost, d, fx, fy = (keep(cand, theta), keep(new_cost, cost), keep(new_d, d), keep(new_fx, fx),
+                                  keep(new_fy, fy))
+        cand, step_len = step_from(theta, d, fx, fy, mu_n)
+        return theta, cost, d, fx, fy, mu_n, it + 1, done, cand, step_len
+
+    zero = jnp.zeros_like(x)
+    batch = theta0.shape[:-1]
+    state = (theta0, jnp.full(batch, jnp.inf, dt), zero, zero, zero, jnp.full(batch, 1e-3, dt), jnp.asarray(0),
+             jnp.zeros(batch, bool), theta0, jnp.zeros(batch, dt))
+    state = lax.while_loop(lambda s: (s[6] <= max_iter) & ~jnp.all(s[7]), body, state)
     return state[0], state[3], state[4]
 
 

@@ -34,7 +34,11 @@ def single(tmp_path_factory):
     return metrics(d)
 
 
-@pytest.mark.parametrize("method, split", [("fit", "uneven"), ("fit_batches", "uneven"), ("fit", "even")])
+# each case starts two fresh JAX processes that compile everything: one case runs in
+# `make test`, the other two (and the failure modes below) in `make test-slow`
+@pytest.mark.parametrize("method, split", [("fit", "uneven"),
+                                           pytest.param("fit_batches", "uneven", marks=pytest.mark.slow),
+                                           pytest.param("fit", "even", marks=pytest.mark.slow)])
 def test_two_processes_equal_one(single, tmp_path, method, split):
     out, d = run(tmp_path, f"method={method}", f"split={split}", "--processes", "2")
     assert out.returncode == 0, out.stderr[-3000:]
@@ -52,6 +56,7 @@ def test_two_processes_equal_one(single, tmp_path, method, split):
     assert "[process 1]" in (d / "process-1.log").read_text()
 
 
+@pytest.mark.slow
 def test_killed_worker_fails_the_job_cleanly(tmp_path):
     t0 = time.monotonic()
     out, d = run(tmp_path, "die_process=1", "distributed.heartbeat_timeout_s=3", "--processes", "2", timeout=120)
@@ -63,6 +68,7 @@ def test_killed_worker_fails_the_job_cleanly(tmp_path):
     assert not (d / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_missing_worker_times_out_at_start(tmp_path):
     """A job whose other process never starts fails after init_timeout_s, not never."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", TOOLKIT_DISTRIBUTED="1", COORDINATOR_ADDRESS="127.0.0.1:1",

@@ -120,6 +120,7 @@ def test_bad_options(data):
         gmm.shard_rows(np.zeros(5))
 
 
+@pytest.mark.slow  # a fresh process that compiles every sharded executable: ~50 s of a cold run
 def test_sharded_fit_equals_single_device():
     """Four host devices in a fresh process (the device count is fixed at JAX start-up)."""
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")

@@ -351,6 +351,7 @@ def test_signal_during_a_sweep_lists_finished_and_interrupted_members(workdir):
     assert (d / "status").read_text().startswith("interrupted: SIGTERM")
 
 
+@pytest.mark.slow  # worker processes that each start JAX and compile
 def test_signal_stops_every_worker_of_processes(workdir):
     cfg = write_cfg(workdir, "experiment: selftest\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TOOLKIT_JAX_CACHE": "0", "JAX_PLATFORMS": "cpu"}

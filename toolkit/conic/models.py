@@ -2,9 +2,9 @@
 
 They keep scikit-image's conventions where they differ from :func:`fit`'s:
 ``axis_lengths`` are the semi-axes ``(a, b)`` with ``a >= b``, ``theta`` is the angle of
-the first axis in ``[0, pi)`` (``float(pi)`` included: it is below pi; within 1e-12 of
-the wrap the side is :mod:`toolkit.conic.wrap`'s convention), a circle's ``residuals`` are ``radius - distance``
-(positive inside) and an ellipse's are unsigned distances. They keep its API
+the first axis in ``[0, pi)`` (``float(pi)`` included: it is below pi; within 1e-12
+of the wrap the side is :mod:`toolkit.conic.wrap`'s convention), a circle's
+``residuals`` are ``radius - distance`` (positive inside) and an ellipse's are unsigned distances. They keep its API
 generation too: ``from_estimate`` (a classmethod returning a model, or a falsy
 :class:`FailedEstimation` that says why), the deprecated ``estimate`` and ``params``
 with scikit-image's warnings, and the protocol ``skimage.measure.ransac`` needs::
@@ -93,20 +93,14 @@ def _points(data):
 
 
 def _normalised(data, kind):
-    """Data shifted near its mean and scaled near its standard deviation: ``(q, origin, scale)``.
-
-    The origin is the mean rounded to 2**-24 of the spread and the scale a power of two, so
-    the shift and the scaling are (nearly always) exact: the fit sees the data's last bits,
-    which decide, e.g., on which side of the wrap at pi an angle of 1e-16 falls.
-    """
-    spread = (data - data.mean(axis=0)).std()
-    if not spread >= np.finfo(np.float64).tiny:
+    """Data shifted to its mean and scaled by its standard deviation: ``(q, origin, scale)``."""
+    origin = data.mean(axis=0)
+    q = data - origin
+    scale = q.std()
+    if not scale >= np.finfo(np.float64).tiny:
         raise _Failure(f"Standard deviation of data is too small to estimate {kind} with meaningful precision.",
                        warn=True)
-    scale = 2.0 ** np.round(np.log2(spread))
-    quantum = scale * 2.0 ** -24
-    origin = np.round(data.mean(axis=0) / quantum) * quantum
-    return (data - origin) / scale, origin, scale
+    return q / scale, origin, scale
 
 
 class _Model:

@@ -33,19 +33,19 @@ def near_wrap(angle: float) -> bool:
     return min(r, math.pi - r) < AMBIGUOUS
 
 
-def _dyadic_ints(values: np.ndarray) -> tuple[list[int], int]:
-    """float64 values -> (Python ints n, exponent e) with ``values == n * 2**e`` exactly."""
+def _dyadic_ints(values: np.ndarray) -> list[int]:
+    """float64 values -> Python ints ``n`` with ``values == n * 2**e`` exactly, one common e."""
     mant, exp = np.frexp(values)
     m = (mant * 2.0 ** 53).astype(np.int64)  # exact: 53-bit mantissas
     exp = exp.astype(np.int64) - 53
     e0 = int(exp.min())
-    return [int(a) << int(b - e0) for a, b in zip(m, exp)], e0
+    return [int(a) << int(b - e0) for a, b in zip(m, exp)]
 
 
 def wrap_side(points: np.ndarray) -> int:
     """Sign (+1, -1, or 0 when exactly symmetric) of the small turn of the principal axes
     of points ``(N, 2)``: ``sign(Sxy (Sxx - Syy))`` from exact centred second moments."""
-    n, _ = _dyadic_ints(np.asarray(points, np.float64).ravel())
+    n = _dyadic_ints(np.asarray(points, np.float64).ravel())
     xs, ys = n[0::2], n[1::2]
     k, sx, sy = len(xs), sum(xs), sum(ys)
     # k^2 times the centred moments, in integers: k * sum(x y) - sum(x) sum(y), ...
